@@ -1,0 +1,313 @@
+//! The `mailgate` command line: serve, check-config, demo, and directory administration.
+//!
+//! Commands own no business logic: each one loads the configuration, calls the same
+//! operation the admin API will call (`Directory::add_user`, ...) and prints the result as
+//! a table or JSON. Errors go to stderr as one sentence and exit with status 1.
+
+use crate::config::Config;
+use crate::directory::{generate_password, Directory, UserChanges};
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "mailgate", version, about = "Multi-tenant SMTP submission gateway")]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, env = "MAILGATE_CONFIG", default_value = "./mailgate.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM or Ctrl-C.
+    Serve,
+    /// Validate the configuration file and the certificates it names.
+    CheckConfig,
+    /// Set up and run a self-contained demo on 127.0.0.1.
+    Demo(crate::demo::DemoArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage accepted domains.
+    #[command(subcommand)]
+    Domain(DomainCmd),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+impl From<OnOff> for bool {
+    fn from(v: OnOff) -> bool {
+        matches!(v, OnOff::On)
+    }
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Add a tenant.
+    Add { name: String },
+    /// List tenants.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show one tenant.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum DomainCmd {
+    /// Add an accepted domain to a tenant.
+    Add {
+        domain: String,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user; the password is read from stdin or generated and printed once.
+    Add {
+        address: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long, value_enum, default_value = "on")]
+        smtp_auth: OnOff,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Change a user's settings.
+    Set {
+        address: String,
+        #[arg(long, value_enum)]
+        smtp_auth: Option<OnOff>,
+        #[arg(long, value_enum)]
+        enabled: Option<OnOff>,
+    },
+    /// Set a new password (from stdin, or generated and printed once).
+    Passwd {
+        address: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mailgate: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailgate: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => serve(&cli.config).await,
+        Command::CheckConfig => check_config(&cli.config),
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Tenant(cmd) => tenant(&open_directory(&cli.config).await?, cmd).await,
+        Command::Domain(cmd) => domain(&open_directory(&cli.config).await?, cmd).await,
+        Command::User(cmd) => user(&open_directory(&cli.config).await?, cmd).await,
+    }
+}
+
+/// Sets up logging to stderr with the configured filter (`RUST_LOG` wins).
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = Arc::new(Config::load(path)?);
+    init_logging(&config.log.level);
+    run_server(config, |_| {}).await
+}
+
+/// Starts a server, prints its listeners, and runs it until SIGTERM or Ctrl-C.
+pub async fn run_server(
+    config: Arc<Config>,
+    on_ready: impl FnOnce(&crate::server::RunningServer),
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let server = crate::server::start(config).await?;
+    for (name, addr) in &server.listeners {
+        println!("listening {name} {addr}");
+    }
+    on_ready(&server);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::warn!("SIGHUP: live reload is not available yet; restart to apply configuration changes (directory changes apply at once)"),
+        }
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    for ep in &config.endpoints {
+        crate::tls::rustls_config(&config.certificates, &ep.tls_versions)
+            .with_context(|| format!("endpoint {}", ep.name))?;
+    }
+    println!(
+        "{}: OK ({} endpoint(s), {} certificate(s), data_dir {})",
+        path.display(),
+        config.endpoints.len(),
+        config.certificates.len(),
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
+async fn open_directory(path: &Path) -> anyhow::Result<Directory> {
+    let config = Config::load(path)?;
+    Ok(Directory::open(&config.directory_path()).await?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+async fn tenant(dir: &Directory, cmd: TenantCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantCmd::Add { name } => {
+            dir.add_tenant(&name).await?;
+            println!("tenant {name} added");
+        }
+        TenantCmd::List { format } => {
+            let tenants = dir.list_tenants().await?;
+            if format == Format::Json {
+                return print_json(&tenants);
+            }
+            println!("{:<24} {:>6}  DOMAINS", "TENANT", "USERS");
+            for t in tenants {
+                println!("{:<24} {:>6}  {}", t.name, t.users, t.domains.join(","));
+            }
+        }
+        TenantCmd::Show { name, format } => {
+            let t = dir.tenant(&name).await?;
+            if format == Format::Json {
+                return print_json(&t);
+            }
+            println!("tenant:  {}\ndomains: {}\nusers:   {}", t.name, t.domains.join(", "), t.users);
+        }
+    }
+    Ok(())
+}
+
+async fn domain(dir: &Directory, cmd: DomainCmd) -> anyhow::Result<()> {
+    match cmd {
+        DomainCmd::Add { domain, tenant } => {
+            dir.add_domain(&domain, &tenant).await?;
+            println!("accepted domain {} added to tenant {tenant}", domain.to_lowercase());
+        }
+    }
+    Ok(())
+}
+
+/// Reads a password from stdin (first line), or generates one to print once.
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((generate_password(), true));
+    }
+    let mut s = String::new();
+    std::io::stdin().take(4096).read_to_string(&mut s)?;
+    let p = s.lines().next().unwrap_or("").to_string();
+    if p.is_empty() {
+        bail!("--password-stdin: no password on standard input");
+    }
+    Ok((p, false))
+}
+
+async fn user(dir: &Directory, cmd: UserCmd) -> anyhow::Result<()> {
+    match cmd {
+        UserCmd::Add { address, password_stdin, smtp_auth } => {
+            let (pw, generated) = password(password_stdin)?;
+            let u = dir.add_user(&address, &pw, smtp_auth.into()).await?;
+            println!("user {} added to tenant {}", u.address, u.tenant);
+            if generated {
+                println!("password: {pw}");
+                eprintln!("(shown once; it is stored only as an argon2id hash)");
+            }
+        }
+        UserCmd::List { tenant, format } => {
+            let users = dir.list_users(tenant.as_deref()).await?;
+            if format == Format::Json {
+                return print_json(&users);
+            }
+            println!("{:<40} {:<20} {:<8} SMTP_AUTH", "ADDRESS", "TENANT", "ENABLED");
+            for u in users {
+                println!("{:<40} {:<20} {:<8} {}", u.address, u.tenant, on_off(u.enabled), on_off(u.smtp_auth));
+            }
+        }
+        UserCmd::Set { address, smtp_auth, enabled } => {
+            if smtp_auth.is_none() && enabled.is_none() {
+                bail!("nothing to change: give --smtp-auth on|off and/or --enabled on|off");
+            }
+            let changes = UserChanges { smtp_auth: smtp_auth.map(Into::into), enabled: enabled.map(Into::into) };
+            let u = dir.set_user(&address, &changes).await?;
+            println!("user {}: enabled {}, smtp-auth {}", u.address, on_off(u.enabled), on_off(u.smtp_auth));
+        }
+        UserCmd::Passwd { address, password_stdin } => {
+            let (pw, generated) = password(password_stdin)?;
+            dir.set_password(&address, &pw).await?;
+            println!("password of {} changed", address.to_lowercase());
+            if generated {
+                println!("password: {pw}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,433 @@
+//! The configuration file: its TOML model, defaults and validation.
+//!
+//! `Config::load` reads one TOML file, applies defaults, resolves relative paths against
+//! the file's directory and validates every value once; the result is immutable and shared
+//! as `Arc<Config>`. Errors name the key (`endpoint[1].listen[0]`) and what is wrong, so
+//! `mailgate check-config` can tell an operator exactly what to fix. Every field's `///`
+//! doc is mirrored in `docs/configuration.md`.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {problem}")]
+    Invalid { path: PathBuf, key: String, problem: String },
+}
+
+/// The raw file, as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    hostname: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default, rename = "endpoint")]
+    endpoints: Vec<RawEndpoint>,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    smtp: SmtpConfig,
+    #[serde(default)]
+    queue: QueueConfig,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    certificate: Vec<CertificatePair>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    name: String,
+    listen: Vec<String>,
+    tls_mode: TlsMode,
+    #[serde(default = "default_tls_versions")]
+    tls_versions: Vec<String>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
+}
+
+/// How a client starts TLS on an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain-text greeting, then STARTTLS (RFC 3207), as on port 587.
+    Starttls,
+    /// TLS from the first byte (RFC 8314), as on port 465.
+    Implicit,
+}
+
+/// A TLS protocol version an endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "1.2" | "TLSv1.2" => Some(Self::Tls12),
+            "1.3" | "TLSv1.3" => Some(Self::Tls13),
+            _ => None,
+        }
+    }
+}
+
+/// One endpoint: a named set of listen addresses sharing a TLS mode and versions.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub tls_mode: TlsMode,
+    pub tls_versions: Vec<TlsVersion>,
+}
+
+/// Limits on every line, message, session and time; defaults follow RFC 5321 §4.5.3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message accepted, in octets; announced with SIZE (RFC 1870).
+    pub max_message_size: u64,
+    /// Recipients per message (RFC 5321 §4.5.3.1.8 requires at least 100).
+    pub max_recipients: usize,
+    /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4 requires at least 512).
+    pub max_line_length: usize,
+    /// Seconds to wait for the next command (RFC 5321 §4.5.3.2.7: at least 300).
+    pub command_timeout: u64,
+    /// Seconds to wait for each block of message data (RFC 5321 §4.5.3.2.6).
+    pub data_timeout: u64,
+    /// Seconds a whole session may last.
+    pub session_timeout: u64,
+    /// Seconds allowed for a TLS handshake.
+    pub tls_handshake_timeout: u64,
+    /// Error replies in one session before it is closed with 421.
+    pub max_errors: u32,
+    /// Concurrent SMTP sessions on this node, all endpoints together.
+    pub max_sessions: usize,
+    /// Concurrent SMTP sessions from one client IP address.
+    pub max_sessions_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 500,
+            max_line_length: 4096,
+            command_timeout: 300,
+            data_timeout: 180,
+            session_timeout: 3600,
+            tls_handshake_timeout: 30,
+            max_errors: 10,
+            max_sessions: 1000,
+            max_sessions_per_ip: 100,
+        }
+    }
+}
+
+/// What to do with a bare CR or LF in message content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareLineEndings {
+    /// Refuse the message with 554 5.6.0 (the default; defeats SMTP smuggling).
+    Reject,
+    /// Accept it and store every bare CR or LF as CRLF.
+    Normalize,
+}
+
+/// SMTP protocol behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// `reject` or `normalize` bare CR/LF in DATA and BDAT content.
+    pub bare_line_endings: BareLineEndings,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self { bare_line_endings: BareLineEndings::Reject }
+    }
+}
+
+/// The queue runner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Seconds between two attempts at a delivery that failed temporarily.
+    pub retry_interval: u64,
+    /// Seconds that shutdown waits for sessions and deliveries in flight.
+    pub shutdown_grace: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { retry_interval: 60, shutdown_grace: 30 }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `error`, `warn`, `info`, `debug`, or per module (`mailgate=debug`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into() }
+    }
+}
+
+fn default_tls_versions() -> Vec<String> {
+    vec!["1.2".into(), "1.3".into()]
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    pub hostname: String,
+    pub data_dir: PathBuf,
+    pub certificates: Vec<CertificatePair>,
+    pub endpoints: Vec<Endpoint>,
+    pub limits: Limits,
+    pub smtp: SmtpConfig,
+    pub queue: QueueConfig,
+    pub log: LogConfig,
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates TOML text; `path` anchors relative paths and error messages.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Validator { path }.validate(raw, &base)
+    }
+
+    /// The SQLite directory database.
+    pub fn directory_path(&self) -> PathBuf {
+        self.data_dir.join("directory.sqlite")
+    }
+    /// The spool directory.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
+    }
+    /// The root of local mailboxes: `<data>/maildir/<domain>/<localpart>/`.
+    pub fn maildir_root(&self) -> PathBuf {
+        self.data_dir.join("maildir")
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.to_owned(), key: key.into(), problem: problem.into() }
+    }
+
+    fn validate(&self, raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+        let hostname = match raw.hostname {
+            Some(h) => self.hostname(&h)?,
+            None => system_hostname(),
+        };
+        let data_dir = base.join(raw.data_dir.ok_or_else(|| {
+            self.err("data_dir", "is required: the directory for the database, spool and mailboxes")
+        })?);
+        if raw.tls.certificate.is_empty() {
+            return Err(self.err("tls.certificate", "at least one certificate/key pair is required"));
+        }
+        let certificates = raw
+            .tls
+            .certificate
+            .into_iter()
+            .map(|c| CertificatePair { cert: base.join(c.cert), key: base.join(c.key) })
+            .collect();
+        if raw.endpoints.is_empty() {
+            return Err(self.err("endpoint", "at least one [[endpoint]] is required"));
+        }
+        let mut endpoints = Vec::new();
+        for (i, e) in raw.endpoints.into_iter().enumerate() {
+            endpoints.push(self.endpoint(i, e, &endpoints)?);
+        }
+        self.limits(&raw.limits)?;
+        Ok(Config {
+            path: self.path.to_owned(),
+            hostname,
+            data_dir,
+            certificates,
+            endpoints,
+            limits: raw.limits,
+            smtp: raw.smtp,
+            queue: raw.queue,
+            log: raw.log,
+        })
+    }
+
+    fn hostname(&self, h: &str) -> Result<String, ConfigError> {
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if ok {
+            Ok(h.to_ascii_lowercase())
+        } else {
+            Err(self.err("hostname", format!("{h:?} is not a valid DNS host name")))
+        }
+    }
+
+    fn endpoint(&self, i: usize, e: RawEndpoint, seen: &[Endpoint]) -> Result<Endpoint, ConfigError> {
+        let key = format!("endpoint[{i}]");
+        if e.name.trim().is_empty() {
+            return Err(self.err(format!("{key}.name"), "must not be empty"));
+        }
+        if seen.iter().any(|s| s.name == e.name) {
+            return Err(self.err(format!("{key}.name"), format!("endpoint name {:?} is used twice", e.name)));
+        }
+        if e.listen.is_empty() {
+            return Err(self.err(format!("{key}.listen"), "at least one address is required"));
+        }
+        let mut listen = Vec::new();
+        for (j, a) in e.listen.iter().enumerate() {
+            let addr: SocketAddr = a.parse().map_err(|_| {
+                self.err(format!("{key}.listen[{j}]"), format!("{a:?} is not an address like \"0.0.0.0:587\""))
+            })?;
+            listen.push(addr);
+        }
+        let mut tls_versions = Vec::new();
+        for (j, v) in e.tls_versions.iter().enumerate() {
+            let parsed = TlsVersion::parse(v).ok_or_else(|| {
+                let hint = if matches!(v.as_str(), "1.0" | "1.1" | "TLSv1" | "TLSv1.0" | "TLSv1.1") {
+                    "TLS 1.0 and 1.1 need the legacy TLS stack, which this version does not include yet"
+                } else {
+                    "expected \"1.2\" or \"1.3\""
+                };
+                self.err(format!("{key}.tls_versions[{j}]"), format!("{v:?}: {hint}"))
+            })?;
+            if !tls_versions.contains(&parsed) {
+                tls_versions.push(parsed);
+            }
+        }
+        if tls_versions.is_empty() {
+            return Err(self.err(format!("{key}.tls_versions"), "at least one TLS version is required"));
+        }
+        tls_versions.sort();
+        Ok(Endpoint { name: e.name, listen, tls_mode: e.tls_mode, tls_versions })
+    }
+
+    fn limits(&self, l: &Limits) -> Result<(), ConfigError> {
+        let checks: [(&str, bool, &str); 9] = [
+            ("limits.max_message_size", l.max_message_size >= 1024, "must be at least 1024 octets"),
+            ("limits.max_recipients", l.max_recipients >= 1, "must be at least 1 (RFC 5321 asks for 100)"),
+            ("limits.max_line_length", l.max_line_length >= 512, "must be at least 512 (RFC 5321 §4.5.3.1.4)"),
+            ("limits.command_timeout", l.command_timeout >= 1, "must be at least 1 second"),
+            ("limits.data_timeout", l.data_timeout >= 1, "must be at least 1 second"),
+            ("limits.session_timeout", l.session_timeout >= 1, "must be at least 1 second"),
+            ("limits.tls_handshake_timeout", l.tls_handshake_timeout >= 1, "must be at least 1 second"),
+            ("limits.max_errors", l.max_errors >= 1, "must be at least 1"),
+            ("limits.max_sessions", l.max_sessions >= 1 && l.max_sessions_per_ip >= 1, "max_sessions and max_sessions_per_ip must be at least 1"),
+        ];
+        for (key, ok, problem) in checks {
+            if !ok {
+                return Err(self.err(key, problem));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The machine's host name, for the greeting and Received headers when none is configured.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        hostname = "mx.example.test"
+        data_dir = "data"
+        [[tls.certificate]]
+        cert = "tls/cert.pem"
+        key = "tls/key.pem"
+        [[endpoint]]
+        name = "submission"
+        listen = ["127.0.0.1:587"]
+        tls_mode = "starttls"
+    "#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(Path::new("/etc/mailgate/mailgate.toml"), text)
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = load(GOOD).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/etc/mailgate/data"));
+        assert_eq!(c.certificates[0].cert, PathBuf::from("/etc/mailgate/tls/cert.pem"));
+        assert_eq!(c.endpoints[0].tls_versions, vec![TlsVersion::Tls12, TlsVersion::Tls13]);
+        assert_eq!(c.limits.max_message_size, 35 * 1024 * 1024);
+        assert_eq!(c.limits.max_recipients, 500);
+        assert_eq!(c.smtp.bare_line_endings, BareLineEndings::Reject);
+    }
+
+    fn error_of(text: &str) -> String {
+        load(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (GOOD.replace("127.0.0.1:587", "nonsense"), "endpoint[0].listen[0]"),
+            (GOOD.replace("\"starttls\"", "\"tls\""), "tls_mode"),
+            (format!("{GOOD}\n[limits]\nmax_line_length = 80\n"), "limits.max_line_length"),
+            (GOOD.replace("data_dir = \"data\"", ""), "data_dir"),
+            (format!("{GOOD}\nunknown_key = 1\n"), "unknown_key"),
+            (GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_versions = [\"1.0\"]"), "endpoint[0].tls_versions[0]"),
+            (GOOD.replace("mx.example.test", "bad host!"), "hostname"),
+        ];
+        for (text, key) in cases {
+            let e = error_of(&text);
+            assert!(e.contains(key), "error {e:?} should name {key}");
+        }
+    }
+}

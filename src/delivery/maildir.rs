@@ -1,0 +1,147 @@
+//! Local delivery into Dovecot-compatible Maildirs at `<root>/<domain>/<localpart>/`.
+//!
+//! Following the Maildir specification (and Dovecot's reading of it): the message is
+//! written under `tmp/` with a unique name, fsynced, renamed into `new/`, and `new/` is
+//! fsynced; a reader never sees a partial file. A failed or interrupted delivery leaves at
+//! most a file in `tmp/`, which is removed on abort.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// The Maildir target.
+#[derive(Clone)]
+pub struct Maildir {
+    root: PathBuf,
+    hostname: String,
+    counter: Arc<AtomicU64>,
+}
+
+/// A delivery in progress: a file in `tmp/`.
+pub struct MaildirDelivery {
+    tmp_path: PathBuf,
+    new_dir: PathBuf,
+    name: String,
+    file: tokio::fs::File,
+    size: u64,
+}
+
+impl Maildir {
+    pub fn new(root: PathBuf, hostname: &str) -> Self {
+        // Maildir names must not contain '/' or ':' (the info separator).
+        let hostname = hostname.replace(['/', ':'], "_");
+        Maildir { root, hostname, counter: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The mailbox directory of an address: `<root>/<domain>/<localpart>`.
+    pub fn mailbox_dir(&self, address: &str) -> io::Result<PathBuf> {
+        let (local, domain) = address
+            .rsplit_once('@')
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address without domain"))?;
+        let safe = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0']);
+        if !safe(local) || !safe(domain) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "address unsafe as a path"));
+        }
+        Ok(self.root.join(domain.to_lowercase()).join(local.to_lowercase()))
+    }
+
+    /// Starts a delivery: creates the Maildir if needed and opens a file in `tmp/`.
+    pub async fn begin(&self, address: &str) -> io::Result<MaildirDelivery> {
+        let mbox = self.mailbox_dir(address)?;
+        for sub in ["tmp", "new", "cur"] {
+            tokio::fs::create_dir_all(mbox.join(sub)).await?;
+        }
+        let now = chrono::Utc::now();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let name = format!(
+            "{}.M{}P{}Q{}.{}",
+            now.timestamp(),
+            now.timestamp_subsec_micros(),
+            std::process::id(),
+            n,
+            self.hostname
+        );
+        let tmp_path = mbox.join("tmp").join(&name);
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp_path).await?;
+        Ok(MaildirDelivery { tmp_path, new_dir: mbox.join("new"), name, file, size: 0 })
+    }
+
+    /// Copies the content of `source` from `offset` into the mailbox of `address`.
+    pub async fn deliver(&self, address: &str, source: &Path, offset: u64) -> io::Result<PathBuf> {
+        let mut d = self.begin(address).await?;
+        let mut src = tokio::fs::File::open(source).await?;
+        src.seek(io::SeekFrom::Start(offset)).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match src.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    d.abort().await;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = d.body(&buf[..n]).await {
+                d.abort().await;
+                return Err(e);
+            }
+        }
+        d.commit().await
+    }
+}
+
+impl MaildirDelivery {
+    pub async fn body(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.size += bytes.len() as u64;
+        self.file.write_all(bytes).await
+    }
+
+    /// fsync, rename into `new/` (with Dovecot's `,S=<size>` so it need not stat), fsync `new/`.
+    pub async fn commit(self) -> io::Result<PathBuf> {
+        let result = async {
+            self.file.sync_all().await?;
+            let dest = self.new_dir.join(format!("{},S={}", self.name, self.size));
+            tokio::fs::rename(&self.tmp_path, &dest).await?;
+            crate::queue::sync_dir(&self.new_dir).await?;
+            Ok(dest)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&self.tmp_path).await;
+        }
+        result
+    }
+
+    pub async fn abort(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.tmp_path).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivers_into_new_with_size() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::write(&src, b"HEADERmessage body\r\n").unwrap();
+        let m = Maildir::new(t.path().join("maildir"), "mx.test");
+        let p = m.deliver("Alice@Contoso.test", &src, 6).await.unwrap();
+        assert!(p.starts_with(t.path().join("maildir/contoso.test/alice/new")));
+        assert!(p.to_str().unwrap().ends_with(",S=14"));
+        assert_eq!(std::fs::read(&p).unwrap(), b"message body\r\n");
+        assert_eq!(std::fs::read_dir(t.path().join("maildir/contoso.test/alice/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rejects_path_tricks() {
+        let m = Maildir::new(PathBuf::from("/x"), "h");
+        assert!(m.mailbox_dir("../etc@x.test").is_err());
+        assert!(m.mailbox_dir("a@..").is_err());
+        assert!(m.mailbox_dir("a/b@x.test").is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! `mailgate demo`: a working gateway on 127.0.0.1 in one command.
+//!
+//! The demo directory holds everything: `mailgate.toml` (so every CLI command works with
+//! `--config DIR/mailgate.toml`), a self-signed RSA-2048 certificate for `localhost` in
+//! `tls/`, the directory database, the spool and the Maildirs. The first run creates the
+//! tenants `contoso` (contoso.test: alice, scanner) and `fabrikam` (fabrikam.test: bob,
+//! printer) with random passwords written to `demo-credentials.txt` (mode 0600); later
+//! runs reuse the directory as it is. Ports follow `--port-base N`: standard STARTTLS on
+//! N+87 and standard implicit TLS on N+65 (`--port-base 0` picks free ports).
+
+use crate::config::Config;
+use crate::directory::{generate_password, Directory, DirectoryError};
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// The demo directory (created if missing, reused as it is if present).
+    #[arg(long, default_value = "./mailgate-demo")]
+    pub data: PathBuf,
+    /// First port: STARTTLS on N+87, implicit TLS on N+65; 0 picks free ports.
+    #[arg(long, default_value_t = 2500)]
+    pub port_base: u16,
+}
+
+const TENANTS: [(&str, &str, [&str; 2]); 2] =
+    [("contoso", "contoso.test", ["alice", "scanner"]), ("fabrikam", "fabrikam.test", ["bob", "printer"])];
+
+fn port(base: u16, offset: u16) -> anyhow::Result<u16> {
+    if base == 0 {
+        return Ok(0);
+    }
+    base.checked_add(offset).with_context(|| format!("--port-base {base} is too high (the demo uses up to N+87)"))
+}
+
+fn demo_config(base: u16) -> anyhow::Result<String> {
+    Ok(format!(
+        r#"# Mailgate demo configuration, written by `mailgate demo`; the demo reuses it as it is.
+# Reference: docs/configuration.md
+hostname = "localhost"
+data_dir = "."
+
+[[tls.certificate]]
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+
+[[endpoint]]
+name = "standard-starttls"
+listen = ["127.0.0.1:{starttls}"]
+tls_mode = "starttls"
+tls_versions = ["1.2", "1.3"]
+
+[[endpoint]]
+name = "standard-implicit"
+listen = ["127.0.0.1:{implicit}"]
+tls_mode = "implicit"
+tls_versions = ["1.2", "1.3"]
+"#,
+        starttls = port(base, 87)?,
+        implicit = port(base, 65)?,
+    ))
+}
+
+const SAMPLE: &str = "From: alice@contoso.test\r\nTo: scanner@contoso.test\r\nSubject: Hello from the Mailgate demo\r\n\r\nIt works.\r\n";
+
+/// Creates what is missing in the demo directory; returns the config path.
+fn prepare_files(dir: &Path, base: u16) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir.join("tls")).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cert = dir.join("tls/cert.pem");
+    let key = dir.join("tls/key.pem");
+    if !cert.exists() || !key.exists() {
+        let (c, k) = crate::tls::self_signed_rsa(&["localhost", "127.0.0.1"], 825)?;
+        std::fs::write(&cert, c)?;
+        write_private(&key, k.as_bytes())?;
+    }
+    let config = dir.join("mailgate.toml");
+    if !config.exists() {
+        std::fs::write(&config, demo_config(base)?)?;
+    }
+    let sample = dir.join("sample-message.eml");
+    if !sample.exists() {
+        std::fs::write(&sample, SAMPLE)?;
+    }
+    Ok(config)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
+}
+
+/// Reads `address password` lines.
+fn read_credentials(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(a, p)| (a.to_string(), p.trim().to_string())))
+        .collect()
+}
+
+/// Creates the demo tenants and users that are missing; returns every demo credential.
+async fn seed(dir: &Directory, creds_path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut creds = read_credentials(creds_path);
+    for (tenant, domain, users) in TENANTS {
+        match dir.add_tenant(tenant).await {
+            Ok(()) | Err(DirectoryError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match dir.add_domain(domain, tenant).await {
+            Ok(()) | Err(DirectoryError::Exists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        for local in users {
+            let address = format!("{local}@{domain}");
+            let exists = dir.user(&address).await?.is_some();
+            match (exists, creds.contains_key(&address)) {
+                (true, true) => {}
+                (false, _) => {
+                    let pw = generate_password();
+                    dir.add_user(&address, &pw, true).await?;
+                    creds.insert(address, pw);
+                }
+                (true, false) => {
+                    // The credentials file lost it: give a fresh password so the file is true.
+                    let pw = generate_password();
+                    dir.set_password(&address, &pw).await?;
+                    creds.insert(address, pw);
+                }
+            }
+        }
+    }
+    let text: String = creds.iter().map(|(a, p)| format!("{a} {p}\n")).collect();
+    write_private(creds_path, text.as_bytes())?;
+    Ok(creds)
+}
+
+fn banner(dir: &Path, server: &crate::server::RunningServer, creds: &BTreeMap<String, String>) -> String {
+    let starttls = server.addr("standard-starttls");
+    let implicit = server.addr("standard-implicit");
+    let pw = creds.get("alice@contoso.test").map(String::as_str).unwrap_or("PASSWORD");
+    let d = dir.display();
+    let mut s = String::from("\nMailgate demo is running.\n\nEndpoints:\n");
+    for (name, addr) in &server.listeners {
+        s.push_str(&format!("  {name:<20} {addr}\n"));
+    }
+    s.push_str(&format!(
+        "\nTenants: contoso (contoso.test: alice, scanner), fabrikam (fabrikam.test: bob, printer)\n\
+         Passwords: {d}/demo-credentials.txt\nConfig:    {d}/mailgate.toml (use it with any command: mailgate user list --config {d}/mailgate.toml)\n\
+         Mailboxes: {d}/maildir/<domain>/<user>/new/\n\n"
+    ));
+    if let Some(a) = starttls {
+        s.push_str(&format!(
+            "Send with swaks (STARTTLS, TLS 1.2+):\n  swaks --server 127.0.0.1 --port {port} --tls --auth PLAIN \\\n    --auth-user alice@contoso.test --auth-password '{pw}' \\\n    --from alice@contoso.test --to scanner@contoso.test\n\n",
+            port = a.port()
+        ));
+    }
+    if let Some(a) = implicit {
+        s.push_str(&format!(
+            "Send with curl (implicit TLS):\n  curl --ssl-reqd --cacert {d}/tls/cert.pem --url smtps://localhost:{port} \\\n    --user 'alice@contoso.test:{pw}' --mail-from alice@contoso.test \\\n    --mail-rcpt scanner@contoso.test --upload-file {d}/sample-message.eml\n\n",
+            port = a.port()
+        ));
+    }
+    s.push_str("Press Ctrl-C to stop.\n");
+    s
+}
+
+/// Runs the demo until Ctrl-C or SIGTERM.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let config_path = prepare_files(&args.data, args.port_base)?;
+    let config = Arc::new(Config::load(&config_path)?);
+    crate::cli::init_logging(&config.log.level);
+    let dir = Directory::open(&config.directory_path()).await?;
+    let creds = seed(&dir, &args.data.join("demo-credentials.txt")).await?;
+    let data = args.data.clone();
+    crate::cli::run_server(config, move |server| {
+        println!("{}", banner(&data, server, &creds));
+    })
+    .await
+}

@@ -1,0 +1,534 @@
+//! Tenants, accepted domains and users, and checking their credentials.
+//!
+//! The directory lives in SQLite (a file in the data directory, WAL mode so that the CLI
+//! can write while a server reads). Passwords are stored as argon2id PHC strings and never
+//! logged. Every lookup reads the database, so a change made by `mailgate user set` or
+//! `passwd` in another process is in force on the next AUTH. What is cached is only the
+//! costly part, the argon2 verification: [`CredentialCache`] remembers that a password was
+//! verified against a given stored hash; a new password or a changed state makes a new
+//! hash or is read fresh, so the cache can never let an old password in.
+//!
+//! The operations here (`add_tenant`, `add_user`, `set_user`, ...) are what the CLI calls,
+//! and what the admin API will call.
+
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A directory error; `Invalid` and `NotFound` carry a sentence for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("directory database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+type Result<T> = std::result::Result<T, DirectoryError>;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tenants (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS domains (
+    name TEXT PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    address TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    smtp_auth INTEGER NOT NULL DEFAULT 1,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS users_tenant ON users(tenant_id);
+"#;
+
+/// A tenant: an organisation with its domains and users.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Tenant {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub users: i64,
+}
+
+/// A user as the session and the CLI see it (never the password hash).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub address: String,
+    pub tenant: String,
+    pub enabled: bool,
+    pub smtp_auth: bool,
+}
+
+/// The result of checking a user name and password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Ok(User),
+    /// Unknown user or wrong password: the two are never told apart to the client.
+    BadCredentials,
+    /// The password was right but the account is disabled.
+    AccountDisabled,
+    /// The password was right but SMTP AUTH is off for this user.
+    SmtpAuthDisabled,
+}
+
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct UserChanges {
+    pub enabled: Option<bool>,
+    pub smtp_auth: Option<bool>,
+}
+
+/// Lower-cases and checks an address `local@domain`.
+pub fn normalize_address(addr: &str) -> Result<String> {
+    let addr = addr.trim().to_lowercase();
+    match addr.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && valid_domain(domain) && !local.contains(['/', '\\', ' ']) && local != "." && local != ".." => Ok(addr),
+        _ => Err(DirectoryError::Invalid(format!("{addr:?} is not an address like user@example.com"))),
+    }
+}
+
+/// Lower-cases and checks a domain name.
+pub fn normalize_domain(domain: &str) -> Result<String> {
+    let d = domain.trim().trim_end_matches('.').to_lowercase();
+    if valid_domain(&d) {
+        Ok(d)
+    } else {
+        Err(DirectoryError::Invalid(format!("{domain:?} is not a domain name like example.com")))
+    }
+}
+
+fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string format).
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| DirectoryError::Hash(e.to_string()))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .unwrap_or(false)
+}
+
+/// Remembers passwords already verified against a stored hash, so that a device opening
+/// many sessions pays argon2 once. Entries are keyed by address and hold a keyed digest of
+/// (stored hash, password): a changed password changes the stored hash and misses.
+#[derive(Default)]
+pub struct CredentialCache {
+    key: [u8; 32],
+    entries: Mutex<HashMap<String, [u8; 32]>>,
+}
+
+impl CredentialCache {
+    const MAX_ENTRIES: usize = 100_000;
+
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        Self { key, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn digest(&self, stored_hash: &str, password: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update((stored_hash.len() as u64).to_le_bytes());
+        h.update(stored_hash.as_bytes());
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    fn hit(&self, address: &str, stored_hash: &str, password: &str) -> bool {
+        let d = self.digest(stored_hash, password);
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(address).is_some_and(|e| constant_time_eq(e, &d))
+    }
+
+    fn remember(&self, address: &str, stored_hash: &str, password: &str) {
+        let d = self.digest(stored_hash, password);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(address.to_string(), d);
+    }
+
+    /// Forgets an address (after a password or state change made in this process).
+    pub fn invalidate(&self, address: &str) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(address);
+    }
+
+    /// Number of cached verifications (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A stored hash used to spend the same time on unknown users as on known ones.
+static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The directory: a SQLite pool and the credentials cache.
+#[derive(Clone)]
+pub struct Directory {
+    pool: SqlitePool,
+    cache: Arc<CredentialCache>,
+}
+
+impl Directory {
+    /// Opens (creating if needed) the directory database at `path`.
+    pub async fn open(path: &Path) -> Result<Directory> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                DirectoryError::Invalid(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Directory { pool, cache: Arc::new(CredentialCache::new()) })
+    }
+
+    /// The credentials cache (for metrics and tests).
+    pub fn cache(&self) -> &CredentialCache {
+        &self.cache
+    }
+
+    // ---- tenants and domains ------------------------------------------------------------
+
+    pub async fn add_tenant(&self, name: &str) -> Result<()> {
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(DirectoryError::Invalid(format!(
+                "{name:?} is not a valid tenant name (letters, digits, '-', '_' and '.')"
+            )));
+        }
+        let r = sqlx::query("INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(DirectoryError::Exists(format!("tenant {name}")));
+        }
+        Ok(())
+    }
+
+    async fn tenant_id(&self, name: &str) -> Result<i64> {
+        sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| DirectoryError::NotFound(format!("no tenant named {name:?}; see `mailgate tenant list`")))
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for n in names {
+            out.push(self.tenant(&n).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn tenant(&self, name: &str) -> Result<Tenant> {
+        let id = self.tenant_id(name).await?;
+        let domains = sqlx::query_scalar("SELECT name FROM domains WHERE tenant_id = ? ORDER BY name")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        let users = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Tenant { name: name.to_string(), domains, users })
+    }
+
+    pub async fn add_domain(&self, domain: &str, tenant: &str) -> Result<()> {
+        let domain = normalize_domain(domain)?;
+        let id = self.tenant_id(tenant).await?;
+        let r = sqlx::query("INSERT INTO domains (name, tenant_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(&domain)
+            .bind(id)
+            .bind(now_secs())
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(DirectoryError::Exists(format!("accepted domain {domain}")));
+        }
+        Ok(())
+    }
+
+    /// The tenant that owns an accepted domain, if any.
+    pub async fn domain_tenant(&self, domain: &str) -> Result<Option<String>> {
+        let d = domain.trim_end_matches('.').to_lowercase();
+        Ok(sqlx::query_scalar("SELECT t.name FROM domains d JOIN tenants t ON t.id = d.tenant_id WHERE d.name = ?")
+            .bind(d)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    // ---- users ------------------------------------------------------------------------------
+
+    /// Adds a user in the tenant owning the address's domain.
+    pub async fn add_user(&self, address: &str, password: &str, smtp_auth: bool) -> Result<User> {
+        let address = normalize_address(address)?;
+        check_password(password)?;
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        let tenant = self.domain_tenant(domain).await?.ok_or_else(|| {
+            DirectoryError::NotFound(format!(
+                "{domain} is not an accepted domain; add it first with `mailgate domain add {domain} --tenant NAME`"
+            ))
+        })?;
+        let tenant_id = self.tenant_id(&tenant).await?;
+        let hash = hash_blocking(password.to_string()).await?;
+        let now = now_secs();
+        let r = sqlx::query(
+            "INSERT INTO users (tenant_id, address, password_hash, enabled, smtp_auth, created_at, updated_at)
+             VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(&address)
+        .bind(hash)
+        .bind(smtp_auth)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(DirectoryError::Exists(format!("user {address}")));
+        }
+        Ok(User { address, tenant, enabled: true, smtp_auth })
+    }
+
+    pub async fn list_users(&self, tenant: Option<&str>) -> Result<Vec<User>> {
+        let rows = match tenant {
+            Some(t) => {
+                let id = self.tenant_id(t).await?;
+                sqlx::query(USER_SELECT_BY_TENANT).bind(id).fetch_all(&self.pool).await?
+            }
+            None => sqlx::query(USER_SELECT_ALL).fetch_all(&self.pool).await?,
+        };
+        Ok(rows.iter().map(user_from_row).collect())
+    }
+
+    /// A user by address (case-insensitive).
+    pub async fn user(&self, address: &str) -> Result<Option<User>> {
+        let row = sqlx::query(USER_SELECT_ONE).bind(address.to_lowercase()).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(user_from_row))
+    }
+
+    pub async fn set_user(&self, address: &str, changes: &UserChanges) -> Result<User> {
+        let address = normalize_address(address)?;
+        let r = sqlx::query(
+            "UPDATE users SET enabled = COALESCE(?, enabled), smtp_auth = COALESCE(?, smtp_auth), updated_at = ?
+             WHERE address = ?",
+        )
+        .bind(changes.enabled)
+        .bind(changes.smtp_auth)
+        .bind(now_secs())
+        .bind(&address)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Err(DirectoryError::NotFound(format!("no user {address}")));
+        }
+        self.cache.invalidate(&address);
+        self.user(&address).await?.ok_or_else(|| DirectoryError::NotFound(format!("no user {address}")))
+    }
+
+    pub async fn set_password(&self, address: &str, password: &str) -> Result<()> {
+        let address = normalize_address(address)?;
+        check_password(password)?;
+        let hash = hash_blocking(password.to_string()).await?;
+        let r = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE address = ?")
+            .bind(hash)
+            .bind(now_secs())
+            .bind(&address)
+            .execute(&self.pool)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(DirectoryError::NotFound(format!("no user {address}")));
+        }
+        self.cache.invalidate(&address);
+        Ok(())
+    }
+
+    // ---- authentication ------------------------------------------------------------------
+
+    /// Checks a login. Reads the user fresh from the database (so state changes apply at
+    /// once); runs argon2 only on a cache miss, off the async threads.
+    pub async fn authenticate(&self, login: &str, password: &str) -> Result<AuthOutcome> {
+        let address = login.trim().to_lowercase();
+        let row = sqlx::query(
+            "SELECT u.password_hash, u.enabled, u.smtp_auth, t.name AS tenant FROM users u
+             JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?",
+        )
+        .bind(&address)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            // Spend an argon2 verification anyway: the reply time must not tell that the
+            // user does not exist.
+            let dummy = DUMMY_HASH.get_or_init(|| hash_password("mailgate-dummy").unwrap_or_default()).clone();
+            verify_blocking(password.to_string(), dummy).await;
+            return Ok(AuthOutcome::BadCredentials);
+        };
+        let stored: String = row.get("password_hash");
+        if !self.cache.hit(&address, &stored, password) {
+            if !verify_blocking(password.to_string(), stored.clone()).await {
+                return Ok(AuthOutcome::BadCredentials);
+            }
+            self.cache.remember(&address, &stored, password);
+        }
+        let user = User {
+            address,
+            tenant: row.get("tenant"),
+            enabled: row.get("enabled"),
+            smtp_auth: row.get("smtp_auth"),
+        };
+        Ok(if !user.enabled {
+            AuthOutcome::AccountDisabled
+        } else if !user.smtp_auth {
+            AuthOutcome::SmtpAuthDisabled
+        } else {
+            AuthOutcome::Ok(user)
+        })
+    }
+}
+
+const USER_SELECT_ALL: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id ORDER BY t.name, u.address";
+const USER_SELECT_BY_TENANT: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.tenant_id = ? ORDER BY u.address";
+const USER_SELECT_ONE: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?";
+
+fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> User {
+    User {
+        address: row.get("address"),
+        tenant: row.get("tenant"),
+        enabled: row.get("enabled"),
+        smtp_auth: row.get("smtp_auth"),
+    }
+}
+
+fn check_password(password: &str) -> Result<()> {
+    if password.chars().count() < 8 {
+        return Err(DirectoryError::Invalid("the password must have at least 8 characters".into()));
+    }
+    if password.len() > 1024 || password.contains(['\0', '\r', '\n']) {
+        return Err(DirectoryError::Invalid("the password must be at most 1024 octets, without NUL, CR or LF".into()));
+    }
+    Ok(())
+}
+
+async fn hash_blocking(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| DirectoryError::Hash(e.to_string()))?
+}
+
+async fn verify_blocking(password: String, phc: String) -> bool {
+    tokio::task::spawn_blocking(move || verify_password(&password, &phc)).await.unwrap_or(false)
+}
+
+/// A random password for generated accounts: 20 characters from an unambiguous alphabet.
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..20).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn dir() -> (tempfile::TempDir, Directory) {
+        let t = tempfile::tempdir().unwrap();
+        let d = Directory::open(&t.path().join("d.sqlite")).await.unwrap();
+        d.add_tenant("contoso").await.unwrap();
+        d.add_domain("Contoso.TEST", "contoso").await.unwrap();
+        (t, d)
+    }
+
+    #[tokio::test]
+    async fn auth_outcomes_and_cache() {
+        let (_t, d) = dir().await;
+        d.add_user("Alice@contoso.test", "correct horse", true).await.unwrap();
+        assert_eq!(d.authenticate("nobody@contoso.test", "x").await.unwrap(), AuthOutcome::BadCredentials);
+        assert_eq!(d.authenticate("alice@contoso.test", "wrong one").await.unwrap(), AuthOutcome::BadCredentials);
+        assert!(d.cache().is_empty());
+        assert!(matches!(d.authenticate("ALICE@contoso.test", "correct horse").await.unwrap(), AuthOutcome::Ok(_)));
+        assert_eq!(d.cache().len(), 1);
+        // The cache never admits an old password after a change.
+        d.set_password("alice@contoso.test", "battery staple").await.unwrap();
+        assert_eq!(d.authenticate("alice@contoso.test", "correct horse").await.unwrap(), AuthOutcome::BadCredentials);
+        assert!(matches!(d.authenticate("alice@contoso.test", "battery staple").await.unwrap(), AuthOutcome::Ok(_)));
+        d.set_user("alice@contoso.test", &UserChanges { smtp_auth: Some(false), ..Default::default() }).await.unwrap();
+        assert_eq!(d.authenticate("alice@contoso.test", "battery staple").await.unwrap(), AuthOutcome::SmtpAuthDisabled);
+        d.set_user("alice@contoso.test", &UserChanges { enabled: Some(false), smtp_auth: Some(true) }).await.unwrap();
+        assert_eq!(d.authenticate("alice@contoso.test", "battery staple").await.unwrap(), AuthOutcome::AccountDisabled);
+    }
+
+    #[tokio::test]
+    async fn operations_validate_input() {
+        let (_t, d) = dir().await;
+        assert!(matches!(d.add_tenant("contoso").await, Err(DirectoryError::Exists(_))));
+        assert!(matches!(d.add_tenant("bad name").await, Err(DirectoryError::Invalid(_))));
+        assert!(matches!(d.add_domain("x.test", "nope").await, Err(DirectoryError::NotFound(_))));
+        assert!(matches!(d.add_user("bob@other.test", "long enough", true).await, Err(DirectoryError::NotFound(_))));
+        assert!(matches!(d.add_user("bob@contoso.test", "short", true).await, Err(DirectoryError::Invalid(_))));
+        assert!(matches!(d.add_user("not-an-address", "long enough", true).await, Err(DirectoryError::Invalid(_))));
+        assert_eq!(d.domain_tenant("CONTOSO.test").await.unwrap().as_deref(), Some("contoso"));
+        let t = d.tenant("contoso").await.unwrap();
+        assert_eq!(t.domains, vec!["contoso.test".to_string()]);
+    }
+}

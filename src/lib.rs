@@ -1,0 +1,21 @@
+//! Mailgate: a multi-tenant SMTP submission gateway.
+//!
+//! Devices and applications submit mail with SMTP AUTH over TLS; Mailgate checks who
+//! they are, spools each message durably and delivers it. The module layout follows
+//! `ARCHITECTURE.md`: `listener` accepts connections and drives `session` (the SMTP
+//! state machine) over `tls`; `session` asks `policy` (pure decisions), `directory`
+//! (tenants, domains, users) and `queue` (the durable spool); the queue runner hands
+//! messages to `delivery`. `cli` and `demo` call the same operations an admin API will.
+
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod directory;
+pub mod listener;
+pub mod policy;
+pub mod queue;
+pub mod reply;
+pub mod server;
+pub mod session;
+pub mod tls;

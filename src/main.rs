@@ -1,0 +1,4 @@
+//! The `mailgate` command.
+fn main() -> std::process::ExitCode {
+    mailgate::cli::main()
+}

@@ -1,0 +1,318 @@
+//! The durable spool and the queue runner.
+//!
+//! A message is one file: a header line `MAILGATE-SPOOL 1`, the envelope as one JSON line,
+//! then the message exactly as it will be delivered (our Received header first). It is
+//! streamed into `spool/incoming/<ID>.msg` while the client sends it, then fsynced, renamed
+//! into `spool/queue/` and the directory fsynced: only then does the client get `250`
+//! (the durability rule). A file left in `incoming/` by a crash or a vanished client was
+//! never acknowledged and is removed at start-up.
+//!
+//! The runner delivers each queued message's local recipients through [`crate::delivery`],
+//! records each delivered recipient in `queue/<ID>.done` (fsynced), and removes the entry
+//! only when every recipient is done. Relay recipients stay queued until smart-host
+//! delivery exists. A crash between a mailbox write and its `.done` record can deliver that
+//! recipient twice after a restart (at least once, never lost).
+
+use crate::delivery::maildir::Maildir;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, watch};
+
+const MAGIC: &str = "MAILGATE-SPOOL 1";
+
+/// How a recipient is delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "route", rename_all = "lowercase")]
+pub enum RecipientRoute {
+    Local { tenant: String },
+    Relay,
+}
+
+/// One recipient of a queued message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    #[serde(flatten)]
+    pub route: RecipientRoute,
+}
+
+/// Everything the queue must know about a message besides its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    pub received_at: i64,
+    pub sender: String,
+    pub recipients: Vec<Recipient>,
+    pub auth_user: String,
+    pub tenant: String,
+    pub client_ip: String,
+    pub endpoint: String,
+}
+
+/// The spool directories and the queue-id generator.
+pub struct Spool {
+    incoming: PathBuf,
+    queue: PathBuf,
+    counter: AtomicU64,
+    notify: mpsc::UnboundedSender<String>,
+}
+
+/// Removes a file when dropped unless disarmed: an unacknowledged message never survives.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A message being received; dropped or aborted, it leaves nothing behind.
+pub struct SpoolWriter {
+    id: String,
+    file: BufWriter<tokio::fs::File>,
+    guard: RemoveOnDrop,
+    queue_dir: PathBuf,
+    notify: mpsc::UnboundedSender<String>,
+    content_bytes: u64,
+}
+
+impl Spool {
+    /// Opens the spool under `dir`, creating it, and discards unacknowledged files.
+    /// Returns the receiver on which the runner learns of new messages.
+    pub fn open(dir: &Path) -> io::Result<(Arc<Spool>, mpsc::UnboundedReceiver<String>)> {
+        let incoming = dir.join("incoming");
+        let queue = dir.join("queue");
+        std::fs::create_dir_all(&incoming)?;
+        std::fs::create_dir_all(&queue)?;
+        for entry in std::fs::read_dir(&incoming)? {
+            let path = entry?.path();
+            tracing::info!(file = %path.display(), "removing unacknowledged message left by an interrupted session");
+            std::fs::remove_file(&path)?;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spool = Spool { incoming, queue, counter: AtomicU64::new(0), notify: tx };
+        Ok((Arc::new(spool), rx))
+    }
+
+    /// A new queue id: microseconds since the epoch and a counter, 16 upper-case hex digits.
+    pub fn new_id(&self) -> String {
+        let micros = chrono::Utc::now().timestamp_micros() as u64;
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) & 0xFFF;
+        format!("{:013X}{:03X}", micros & 0x1F_FFFF_FFFF_FFFF, n)
+    }
+
+    /// Starts a message: writes the envelope, then `prefix` (the Received header).
+    pub async fn create(&self, envelope: &Envelope, prefix: &[u8]) -> io::Result<SpoolWriter> {
+        let path = self.incoming.join(format!("{}.msg", envelope.id));
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await?;
+        let guard = RemoveOnDrop(Some(path));
+        let mut file = BufWriter::with_capacity(64 * 1024, file);
+        let json = serde_json::to_string(envelope).map_err(io::Error::other)?;
+        file.write_all(format!("{MAGIC}\n{json}\n").as_bytes()).await?;
+        file.write_all(prefix).await?;
+        Ok(SpoolWriter {
+            id: envelope.id.clone(),
+            file,
+            guard,
+            queue_dir: self.queue.clone(),
+            notify: self.notify.clone(),
+            content_bytes: 0,
+        })
+    }
+
+    /// The ids of all queued messages, oldest first.
+    pub fn queued_ids(&self) -> io::Result<Vec<String>> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.queue)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".msg")).map(String::from))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The number of messages being received right now.
+    pub fn incoming_count(&self) -> usize {
+        std::fs::read_dir(&self.incoming).map(|d| d.count()).unwrap_or(0)
+    }
+
+    fn msg_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.msg"))
+    }
+
+    fn done_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.done"))
+    }
+
+    /// Reads a queued message's envelope and the offset where its content starts.
+    pub async fn read_envelope(&self, id: &str) -> io::Result<(Envelope, u64)> {
+        let file = tokio::fs::File::open(self.msg_path(id)).await?;
+        let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(file, 1 << 24));
+        let mut magic = String::new();
+        reader.read_line(&mut magic).await?;
+        if magic.trim_end() != MAGIC {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a Mailgate spool file"));
+        }
+        let mut json = String::new();
+        reader.read_line(&mut json).await?;
+        let env: Envelope = serde_json::from_str(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok((env, (magic.len() + json.len()) as u64))
+    }
+
+    async fn delivered(&self, id: &str) -> HashSet<String> {
+        match tokio::fs::read_to_string(self.done_path(id)).await {
+            Ok(s) => s.lines().map(String::from).collect(),
+            Err(_) => HashSet::new(),
+        }
+    }
+
+    async fn mark_delivered(&self, id: &str, address: &str) -> io::Result<()> {
+        let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(self.done_path(id)).await?;
+        f.write_all(format!("{address}\n").as_bytes()).await?;
+        f.sync_all().await
+    }
+
+    async fn remove(&self, id: &str) -> io::Result<()> {
+        tokio::fs::remove_file(self.msg_path(id)).await?;
+        let _ = tokio::fs::remove_file(self.done_path(id)).await;
+        sync_dir(&self.queue).await
+    }
+}
+
+impl SpoolWriter {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Content bytes written so far (the Received header excluded).
+    pub fn content_bytes(&self) -> u64 {
+        self.content_bytes
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.content_bytes += bytes.len() as u64;
+        self.file.write_all(bytes).await
+    }
+
+    /// Makes the message durable and queues it: fsync the file, rename it into the queue,
+    /// fsync the queue directory. After this returns Ok the client may be told `250`.
+    pub async fn commit(mut self) -> io::Result<String> {
+        self.file.flush().await?;
+        self.file.get_ref().sync_all().await?;
+        let from = self.guard.0.clone().ok_or_else(|| io::Error::other("spool file already gone"))?;
+        let to = self.queue_dir.join(format!("{}.msg", self.id));
+        tokio::fs::rename(&from, &to).await?;
+        self.guard.0 = None;
+        sync_dir(&self.queue_dir).await?;
+        let _ = self.notify.send(self.id.clone());
+        Ok(self.id)
+    }
+
+    /// Discards the message (client vanished, message refused).
+    pub fn abort(self) {}
+}
+
+/// fsync a directory so that a rename or unlink in it is durable.
+pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// Delivers queued messages.
+pub struct QueueRunner {
+    pub spool: Arc<Spool>,
+    pub maildir: Maildir,
+    pub retry_interval: Duration,
+}
+
+impl QueueRunner {
+    /// Runs until `shutdown` turns true: everything already queued first, then each new
+    /// message as it is committed, and a rescan every `retry_interval` for retries.
+    pub async fn run(self, mut new: mpsc::UnboundedReceiver<String>, mut shutdown: watch::Receiver<bool>) {
+        self.scan().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                id = new.recv() => match id {
+                    Some(id) => self.process(&id).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep(self.retry_interval) => self.scan().await,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        tracing::info!("queue runner stopped");
+    }
+
+    async fn scan(&self) {
+        match self.spool.queued_ids() {
+            Ok(ids) => {
+                for id in ids {
+                    self.process(&id).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list the queue"),
+        }
+    }
+
+    /// Attempts every pending local recipient of one message.
+    pub async fn process(&self, id: &str) {
+        let (env, offset) = match self.spool.read_envelope(id).await {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::error!(queue_id = id, error = %e, "unreadable queue entry left in place");
+                return;
+            }
+        };
+        let done = self.spool.delivered(id).await;
+        let mut pending = 0;
+        for rcpt in env.recipients.iter().filter(|r| !done.contains(&r.address)) {
+            match &rcpt.route {
+                RecipientRoute::Relay => pending += 1,
+                RecipientRoute::Local { .. } => {
+                    if !self.deliver_local(id, &rcpt.address, offset).await {
+                        pending += 1;
+                    }
+                }
+            }
+        }
+        if pending == 0 {
+            if let Err(e) = self.spool.remove(id).await {
+                tracing::error!(queue_id = id, error = %e, "cannot remove a delivered queue entry");
+            } else {
+                tracing::info!(queue_id = id, "all recipients delivered; removed from queue");
+            }
+        }
+    }
+
+    async fn deliver_local(&self, id: &str, address: &str, offset: u64) -> bool {
+        let source = self.spool.msg_path(id);
+        match self.maildir.deliver(address, &source, offset).await {
+            Ok(path) => {
+                tracing::info!(queue_id = id, recipient = address, file = %path.display(), "delivered to maildir");
+                if let Err(e) = self.spool.mark_delivered(id, address).await {
+                    tracing::error!(queue_id = id, error = %e, "delivered but cannot record it; it may be delivered again");
+                    return false;
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(queue_id = id, recipient = address, error = %e, "maildir delivery failed; will retry");
+                false
+            }
+        }
+    }
+}

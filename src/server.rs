@@ -1,0 +1,98 @@
+//! Assembling and running a server from a configuration: the directory, the spool, the
+//! TLS acceptors, the listeners and the queue runner; and shutting it all down in order.
+
+use crate::config::Config;
+use crate::delivery::maildir::Maildir;
+use crate::directory::Directory;
+use crate::listener::{accept_loop, EndpointRuntime, Shared};
+use crate::queue::{QueueRunner, Spool};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A started server.
+pub struct RunningServer {
+    /// Every bound address, with its endpoint name (port 0 resolved).
+    pub listeners: Vec<(String, SocketAddr)>,
+    pub config: Arc<Config>,
+    pub directory: Directory,
+    pub spool: Arc<Spool>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    runner: JoinHandle<()>,
+}
+
+/// Opens everything and starts listening. Errors say which piece failed and why.
+pub async fn start(config: Arc<Config>) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let directory = Directory::open(&config.directory_path())
+        .await
+        .with_context(|| format!("cannot open the directory {}", config.directory_path().display()))?;
+    let (spool, new_messages) =
+        Spool::open(&config.spool_dir()).with_context(|| format!("cannot open the spool {}", config.spool_dir().display()))?;
+    let ctx = crate::session::context(config.clone(), directory.clone(), spool.clone());
+    let shared = Shared::new(ctx);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+
+    let mut bound = Vec::new();
+    for ep in &config.endpoints {
+        let tls = crate::tls::rustls_config(&config.certificates, &ep.tls_versions)
+            .with_context(|| format!("endpoint {}: TLS configuration", ep.name))?;
+        let runtime = Arc::new(EndpointRuntime {
+            name: ep.name.clone(),
+            tls_mode: ep.tls_mode,
+            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+        });
+        for addr in &ep.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("endpoint {}: cannot listen on {addr}", ep.name))?;
+            bound.push((runtime.clone(), listener));
+        }
+    }
+    let mut listeners = Vec::new();
+    let mut tasks = Vec::new();
+    for (runtime, listener) in bound {
+        let addr = listener.local_addr()?;
+        tracing::info!(endpoint = %runtime.name, %addr, mode = ?runtime.tls_mode, "listening");
+        listeners.push((runtime.name.clone(), addr));
+        tasks.push(tokio::spawn(accept_loop(listener, runtime, shared.clone(), shutdown_rx.clone())));
+    }
+    let runner = QueueRunner {
+        spool: spool.clone(),
+        maildir: Maildir::new(config.maildir_root(), &config.hostname),
+        retry_interval: Duration::from_secs(config.queue.retry_interval),
+    };
+    let runner = tokio::spawn(runner.run(new_messages, shutdown_rx));
+    Ok(RunningServer { listeners, config, directory, spool, shared, shutdown, tasks, runner })
+}
+
+impl RunningServer {
+    /// The first address of the named endpoint.
+    pub fn addr(&self, endpoint: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == endpoint).map(|(_, a)| *a)
+    }
+
+    /// Graceful shutdown: stop accepting, let sessions finish or tell them 421, let the
+    /// queue runner finish the delivery in flight. Waits at most `queue.shutdown_grace`.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let grace = Duration::from_secs(self.config.queue.shutdown_grace);
+        let max = self.config.limits.max_sessions as u32;
+        match tokio::time::timeout(grace, self.shared.sessions.acquire_many(max)).await {
+            Ok(_) => tracing::info!("all sessions ended"),
+            Err(_) => tracing::warn!("sessions still open after the grace period; closing them"),
+        }
+        if tokio::time::timeout(grace, self.runner).await.is_err() {
+            tracing::warn!("queue runner did not stop within the grace period");
+        }
+    }
+}

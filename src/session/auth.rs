@@ -1,0 +1,138 @@
+//! AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms.
+//!
+//! AUTH is accepted only under TLS (538 5.7.11 otherwise), once per session and outside a
+//! mail transaction. A failed login says 535 5.7.8 whether or not the user exists; only
+//! after a correct password does the client learn that its account or SMTP AUTH is
+//! disabled. Credentials never reach a log.
+
+use super::{Mode, Session};
+use crate::directory::AuthOutcome;
+use crate::reply::Reply;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
+/// Where a multi-step AUTH exchange stands.
+pub(super) enum AuthStep {
+    Plain,
+    LoginUser,
+    LoginPassword(String),
+}
+
+/// base64 "Username:" and "Password:", the customary LOGIN prompts.
+const LOGIN_USER_PROMPT: &str = "VXNlcm5hbWU6";
+const LOGIN_PASSWORD_PROMPT: &str = "UGFzc3dvcmQ6";
+
+/// Decodes a client response; RFC 4954 §4: "=" is an empty response.
+fn decode(b64: &str) -> Result<Vec<u8>, Reply> {
+    let b64 = b64.trim();
+    if b64 == "=" {
+        return Ok(Vec::new());
+    }
+    B64.decode(b64).map_err(|_| Reply::auth_bad_base64())
+}
+
+fn utf8(bytes: Vec<u8>) -> Result<String, Reply> {
+    String::from_utf8(bytes).map_err(|_| Reply::auth_failed())
+}
+
+impl Session {
+    pub(super) async fn handle_auth(&mut self, mechanism: u64, initial: String) -> Reply {
+        if self.tls.is_none() {
+            return Reply::auth_needs_tls();
+        }
+        if self.user.is_some() {
+            return Reply::already_authenticated();
+        }
+        if self.tx.is_some() {
+            return Reply::bad_sequence("AUTH is not allowed during a mail transaction; send RSET first");
+        }
+        match mechanism {
+            smtp_proto::AUTH_PLAIN if initial.is_empty() => {
+                self.mode = Mode::Auth(AuthStep::Plain);
+                Reply::auth_challenge("")
+            }
+            smtp_proto::AUTH_PLAIN => self.plain(&initial).await,
+            smtp_proto::AUTH_LOGIN if initial.is_empty() => {
+                self.mode = Mode::Auth(AuthStep::LoginUser);
+                Reply::auth_challenge(LOGIN_USER_PROMPT)
+            }
+            smtp_proto::AUTH_LOGIN => match decode(&initial).and_then(utf8) {
+                Ok(user) => {
+                    self.mode = Mode::Auth(AuthStep::LoginPassword(user));
+                    Reply::auth_challenge(LOGIN_PASSWORD_PROMPT)
+                }
+                Err(r) => r,
+            },
+            _ => Reply::auth_mechanism_unsupported(),
+        }
+    }
+
+    /// A continuation line of a multi-step AUTH.
+    pub(super) async fn auth_continue(&mut self, step: AuthStep, line: &[u8]) -> Reply {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        // RFC 4954 §4: "*" cancels the exchange.
+        if text == "*" {
+            return Reply::auth_cancelled();
+        }
+        match step {
+            AuthStep::Plain => self.plain(text).await,
+            AuthStep::LoginUser => match decode(text).and_then(utf8) {
+                Ok(user) => {
+                    self.mode = Mode::Auth(AuthStep::LoginPassword(user));
+                    Reply::auth_challenge(LOGIN_PASSWORD_PROMPT)
+                }
+                Err(r) => r,
+            },
+            AuthStep::LoginPassword(user) => match decode(text).and_then(utf8) {
+                Ok(password) => self.verify(&user, &password).await,
+                Err(r) => r,
+            },
+        }
+    }
+
+    /// RFC 4616 §2: `[authzid] NUL authcid NUL passwd`; an authzid other than the
+    /// authcid is not allowed (send-as is checked at MAIL, not here).
+    async fn plain(&mut self, b64: &str) -> Reply {
+        let bytes = match decode(b64) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let mut parts = bytes.splitn(3, |&b| b == 0);
+        let (Some(authz), Some(authc), Some(pass)) = (parts.next(), parts.next(), parts.next()) else {
+            return Reply::auth_failed();
+        };
+        if !authz.is_empty() && !authz.eq_ignore_ascii_case(authc) {
+            return Reply::auth_failed();
+        }
+        match (std::str::from_utf8(authc), std::str::from_utf8(pass)) {
+            (Ok(user), Ok(password)) => {
+                let (user, password) = (user.to_string(), password.to_string());
+                self.verify(&user, &password).await
+            }
+            _ => Reply::auth_failed(),
+        }
+    }
+
+    async fn verify(&mut self, login: &str, password: &str) -> Reply {
+        match self.ctx.directory.authenticate(login, password).await {
+            Ok(AuthOutcome::Ok(user)) => {
+                tracing::info!(user = %user.address, tenant = %user.tenant, "authenticated");
+                self.user = Some(user);
+                Reply::auth_ok()
+            }
+            Ok(outcome) => {
+                tracing::info!(login = %login.chars().take(100).collect::<String>(), ?outcome, "authentication refused");
+                match outcome {
+                    AuthOutcome::AccountDisabled => Reply::account_disabled(),
+                    AuthOutcome::SmtpAuthDisabled => Reply::auth_disabled_for_user(),
+                    _ => Reply::auth_failed(),
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "directory error during AUTH");
+                Reply::temporary_auth_failure()
+            }
+        }
+    }
+}

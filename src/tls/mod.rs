@@ -1,0 +1,162 @@
+//! TLS for the endpoints: certificates, the rustls acceptor (TLS 1.2 and 1.3), and the
+//! facts a handshake yields.
+//!
+//! Certificates come from PEM files; RSA and ECDSA pairs may be given together and the
+//! resolver picks, per handshake, the first one whose key can sign with a scheme the
+//! client offers. Policy and reports see only [`TlsFacts`], whichever stack served the
+//! session (the legacy OpenSSL stack arrives with the legacy endpoint).
+
+use crate::config::{CertificatePair, TlsVersion};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::sync::Arc;
+
+/// What a completed handshake established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// `TLSv1.2`, `TLSv1.3`.
+    pub version: String,
+    /// The IANA cipher suite name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// The server name the client asked for (SNI), if any.
+    pub sni: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {problem}")]
+    Pem { path: String, problem: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+}
+
+/// Loads one certificate chain and its key.
+pub fn load_pair(pair: &CertificatePair) -> Result<CertifiedKey, TlsError> {
+    let cert_path = pair.cert.display().to_string();
+    let key_path = pair.key.display().to_string();
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut read_pem(&pair.cert)?.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem { path: cert_path.clone(), problem: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem { path: cert_path, problem: "no CERTIFICATE block found".into() });
+    }
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut read_pem(&pair.key)?.as_slice())
+        .map_err(|e| TlsError::Pem { path: key_path.clone(), problem: e.to_string() })?
+        .ok_or_else(|| TlsError::Pem { path: key_path.clone(), problem: "no private key block found".into() })?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Pem { path: key_path, problem: format!("unsupported private key: {e}") })?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|e| TlsError::Pem {
+        path: cert_path,
+        problem: format!("the certificate does not match its key: {e}"),
+    })?;
+    Ok(ck)
+}
+
+/// Picks, per handshake, the first certificate whose key suits the client.
+#[derive(Debug)]
+struct MultiCertResolver {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for MultiCertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        self.keys
+            .iter()
+            .find(|k| k.key.choose_scheme(schemes).is_some())
+            .or_else(|| self.keys.first())
+            .cloned()
+    }
+}
+
+/// Builds the rustls server configuration for the given versions.
+pub fn rustls_config(pairs: &[CertificatePair], versions: &[TlsVersion]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let keys = pairs.iter().map(|p| load_pair(p).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+    let protocol_versions: Vec<&'static rustls::SupportedProtocolVersion> = versions
+        .iter()
+        .map(|v| match v {
+            TlsVersion::Tls12 => &rustls::version::TLS12,
+            TlsVersion::Tls13 => &rustls::version::TLS13,
+        })
+        .collect();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&protocol_versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(MultiCertResolver { keys }));
+    // One ticket is enough for SMTP clients; fewer bytes in the first flight.
+    cfg.send_tls13_tickets = 1;
+    Ok(Arc::new(cfg))
+}
+
+/// The facts of a finished rustls handshake.
+pub fn rustls_facts(conn: &rustls::ServerConnection) -> TlsFacts {
+    let version = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "unknown",
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .unwrap_or("unknown")
+        .to_string();
+    TlsFacts { version: version.into(), cipher, sni: conn.server_name().map(String::from) }
+}
+
+/// Generates a self-signed RSA-2048 certificate for `names` (PEM cert, PEM key).
+pub fn self_signed_rsa(names: &[&str], days: u32) -> Result<(String, String), openssl::error::ErrorStack> {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509NameBuilder, X509};
+
+    let key = PKey::from_rsa(Rsa::generate(2048)?)?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", names.first().copied().unwrap_or("localhost"))?;
+    name.append_entry_by_text("O", "Mailgate demo")?;
+    let name = name.build();
+    let mut b = X509::builder()?;
+    b.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    let serial = serial.to_asn1_integer()?;
+    b.set_serial_number(&serial)?;
+    b.set_subject_name(&name)?;
+    b.set_issuer_name(&name)?;
+    b.set_pubkey(&key)?;
+    let (not_before, not_after) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(days)?);
+    b.set_not_before(&not_before)?;
+    b.set_not_after(&not_after)?;
+    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+    b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().key_cert_sign().build()?)?;
+    b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+    let mut san = SubjectAlternativeName::new();
+    for n in names {
+        if n.parse::<std::net::IpAddr>().is_ok() {
+            san.ip(n);
+        } else {
+            san.dns(n);
+        }
+    }
+    let san = san.build(&b.x509v3_context(None, None))?;
+    b.append_extension(san)?;
+    b.sign(&key, MessageDigest::sha256())?;
+    let cert = String::from_utf8_lossy(&b.build().to_pem()?).into_owned();
+    let key = String::from_utf8_lossy(&key.private_key_to_pem_pkcs8()?).into_owned();
+    Ok((cert, key))
+}
