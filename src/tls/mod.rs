@@ -142,8 +142,9 @@ pub fn self_signed_rsa(names: &[&str], days: u32) -> Result<(String, String), op
     let (not_before, not_after) = (Asn1Time::days_from_now(0)?, Asn1Time::days_from_now(days)?);
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
-    b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().key_cert_sign().build()?)?;
+    // A leaf, not a CA: webpki (rustls, lettre) refuses a CA certificate as an end entity.
+    b.append_extension(BasicConstraints::new().critical().build()?)?;
+    b.append_extension(KeyUsage::new().critical().digital_signature().key_encipherment().build()?)?;
     b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
     let mut san = SubjectAlternativeName::new();
     for n in names {

@@ -1,0 +1,310 @@
+//! Test harness: a real server on 127.0.0.1 port 0 in a temporary directory, and a raw
+//! SMTP client (plain, STARTTLS, implicit TLS) for protocol-level tests.
+#![allow(dead_code)]
+
+use mailgate::config::Config;
+use mailgate::server::RunningServer;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const USERS: [(&str, &str); 4] = [
+    ("alice@contoso.test", "alice-password-1"),
+    ("scanner@contoso.test", "scanner-password-1"),
+    ("bob@fabrikam.test", "bob-password-1"),
+    ("printer@fabrikam.test", "printer-password-1"),
+];
+
+pub fn password(user: &str) -> &'static str {
+    USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).expect("known test user")
+}
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub server: Option<RunningServer>,
+    pub cert_path: PathBuf,
+    pub cert_pem: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with("").await
+    }
+
+    /// Starts a server; `extra` is TOML appended to the config (e.g. a `[limits]` table).
+    pub async fn start_with(extra: &str) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = mailgate::tls::self_signed_rsa(&["localhost", "127.0.0.1"], 30).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), &key).unwrap();
+        let toml = format!(
+            r#"
+hostname = "mx.test"
+data_dir = "data"
+[[tls.certificate]]
+cert = "cert.pem"
+key = "key.pem"
+[[endpoint]]
+name = "standard-starttls"
+listen = ["127.0.0.1:0"]
+tls_mode = "starttls"
+[[endpoint]]
+name = "standard-implicit"
+listen = ["127.0.0.1:0"]
+tls_mode = "implicit"
+{extra}
+"#
+        );
+        let path = dir.path().join("mailgate.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config = Arc::new(Config::load(&path).unwrap());
+        let server = mailgate::server::start(config).await.unwrap();
+        let d = &server.directory;
+        for (tenant, domain) in [("contoso", "contoso.test"), ("fabrikam", "fabrikam.test")] {
+            d.add_tenant(tenant).await.unwrap();
+            d.add_domain(domain, tenant).await.unwrap();
+        }
+        for (user, pw) in USERS {
+            d.add_user(user, pw, true).await.unwrap();
+        }
+        TestServer { cert_path: dir.path().join("cert.pem"), cert_pem: cert, dir, server: Some(server) }
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn starttls_addr(&self) -> SocketAddr {
+        self.server().addr("standard-starttls").unwrap()
+    }
+
+    pub fn implicit_addr(&self) -> SocketAddr {
+        self.server().addr("standard-implicit").unwrap()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Files in the `new/` folder of a mailbox, sorted by name.
+    pub fn mailbox(&self, address: &str) -> Vec<PathBuf> {
+        let (local, domain) = address.split_once('@').unwrap();
+        let new = self.data_dir().join("maildir").join(domain).join(local).join("new");
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(new) {
+            Ok(d) => d.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        files
+    }
+
+    /// Waits (deadline 20 s) until a mailbox holds `n` messages; returns their contents.
+    pub async fn wait_for_mail(&self, address: &str, n: usize) -> Vec<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let files = self.mailbox(address);
+            if files.len() >= n {
+                return files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{address}: {} of {n} messages arrived", files.len());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Every file anywhere under the Maildir root (tmp/ included).
+    pub fn all_mail_files(&self) -> Vec<PathBuf> {
+        walk(&self.data_dir().join("maildir"))
+    }
+
+    /// Queue entries and files still being received.
+    pub fn spool_files(&self) -> Vec<PathBuf> {
+        walk(&self.data_dir().join("spool"))
+    }
+
+    /// Waits until the queue runner has handled everything it can (no `.msg` left whose
+    /// recipients are all local), then returns what is left in the spool.
+    pub async fn settled_spool(&self) -> Vec<PathBuf> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let files = self.spool_files();
+            let pending_local = files.iter().any(|f| {
+                f.extension().is_some_and(|e| e == "msg")
+                    && std::fs::read_to_string(f).map(|s| s.contains("\"route\":\"local\"")).unwrap_or(false)
+            });
+            if !pending_local || tokio::time::Instant::now() > deadline {
+                return files;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Splits a delivered file into our Received header and the rest.
+pub fn split_received(file: &[u8]) -> (String, Vec<u8>) {
+    assert!(file.starts_with(b"Received: "), "delivered file must start with our Received header");
+    // The header ends at the first CRLF not followed by folding white space.
+    let mut i = 0;
+    loop {
+        let nl = file[i..].windows(2).position(|w| w == b"\r\n").expect("header end") + i;
+        if !matches!(file.get(nl + 2), Some(b' ') | Some(b'\t')) {
+            let header = String::from_utf8(file[..nl + 2].to_vec()).unwrap();
+            return (header, file[nl + 2..].to_vec());
+        }
+        i = nl + 2;
+    }
+}
+
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A raw SMTP client over which tests send exact bytes.
+pub struct Raw {
+    stream: Option<Box<dyn Io>>,
+    plain: Option<TcpStream>,
+    buf: Vec<u8>,
+    cert_pem: String,
+}
+
+pub fn tls_connector(cert_pem: &str) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+impl Raw {
+    /// A plain-text connection (greeting read).
+    pub async fn plain(addr: SocketAddr, cert_pem: &str) -> Raw {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut r = Raw { stream: None, plain: Some(tcp), buf: Vec::new(), cert_pem: cert_pem.into() };
+        let (code, _) = r.reply().await;
+        assert_eq!(code, 220);
+        r
+    }
+
+    /// STARTTLS done, EHLO sent again, ready for AUTH.
+    pub async fn starttls(addr: SocketAddr, cert_pem: &str) -> Raw {
+        let mut r = Raw::plain(addr, cert_pem).await;
+        r.expect("EHLO client.test", 250).await;
+        r.expect("STARTTLS", 220).await;
+        r.upgrade().await;
+        r.expect("EHLO client.test", 250).await;
+        r
+    }
+
+    /// Implicit TLS, greeting read.
+    pub async fn implicit(addr: SocketAddr, cert_pem: &str) -> Raw {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = tls_connector(cert_pem).connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+        let mut r = Raw { stream: Some(Box::new(tls)), plain: None, buf: Vec::new(), cert_pem: cert_pem.into() };
+        let (code, _) = r.reply().await;
+        assert_eq!(code, 220);
+        r
+    }
+
+    /// Starts TLS on the plain connection. Bytes already buffered are dropped, as a client
+    /// must (they were sent in clear).
+    pub async fn upgrade(&mut self) {
+        let tcp = self.plain.take().expect("plain connection");
+        let tls = tls_connector(&self.cert_pem).connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+        self.buf.clear();
+        self.stream = Some(Box::new(tls));
+    }
+
+    /// Logged in as `user`.
+    pub async fn logged_in(addr: SocketAddr, cert_pem: &str, user: &str) -> Raw {
+        let mut r = Raw::starttls(addr, cert_pem).await;
+        r.auth_plain(user, password(user)).await;
+        r
+    }
+
+    pub async fn auth_plain(&mut self, user: &str, pw: &str) -> (u16, String) {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pw}"));
+        self.cmd(&format!("AUTH PLAIN {token}")).await
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        if let Some(s) = self.stream.as_mut() {
+            s.write_all(bytes).await.unwrap();
+            s.flush().await.unwrap();
+        } else {
+            self.plain.as_mut().unwrap().write_all(bytes).await.unwrap();
+        }
+    }
+
+    async fn read_more(&mut self) -> usize {
+        let mut b = [0u8; 4096];
+        let fut = async {
+            match (self.stream.as_mut(), self.plain.as_mut()) {
+                (Some(s), _) => s.read(&mut b).await,
+                (None, Some(p)) => p.read(&mut b).await,
+                _ => Ok(0),
+            }
+        };
+        let n = tokio::time::timeout(Duration::from_secs(20), fut).await.expect("reply within 20 s").unwrap_or(0);
+        self.buf.extend_from_slice(&b[..n]);
+        n
+    }
+
+    /// Reads one complete reply (all lines); returns the code and the whole text.
+    pub async fn reply(&mut self) -> (u16, String) {
+        let mut text = String::new();
+        loop {
+            while let Some(nl) = self.buf.iter().position(|&c| c == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line).into_owned();
+                text.push_str(&line);
+                if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                    let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+                    return (code, text);
+                }
+            }
+            if self.read_more().await == 0 {
+                return (0, text);
+            }
+        }
+    }
+
+    /// True when the server has closed the connection (after any buffered replies).
+    pub async fn closed(&mut self) -> bool {
+        self.buf.is_empty() && self.read_more().await == 0
+    }
+
+    pub async fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// Sends a command and asserts the reply code; returns the text.
+    pub async fn expect(&mut self, line: &str, code: u16) -> String {
+        let (c, text) = self.cmd(line).await;
+        assert_eq!(c, code, "{line:?} got {text:?}");
+        text
+    }
+}
