@@ -134,7 +134,7 @@ mod tests {
         let (out, n, done, bare) = run(b"Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\nNEXT", false);
         assert_eq!(out, b"Subject: x\r\n\r\n.dot\r\nbody\r\n");
         assert!(done && !bare);
-        assert_eq!(n, 32);
+        assert_eq!(n, 30);
     }
 
     #[test]

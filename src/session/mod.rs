@@ -15,6 +15,8 @@ mod auth;
 pub mod content;
 mod data;
 mod envelope;
+#[cfg(test)]
+mod tests;
 
 use crate::config::{Config, TlsMode};
 use crate::directory::{Directory, User};
