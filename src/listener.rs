@@ -23,6 +23,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 8 * 1024;
+
 /// An endpoint ready to serve: its name, TLS mode and acceptor.
 pub struct EndpointRuntime {
     pub name: String,
@@ -202,9 +205,10 @@ impl Connection {
         deadline: Instant,
     ) -> DriveEnd<S> {
         let host = self.shared.ctx.config.hostname.clone();
-        let mut input: Vec<u8> = Vec::with_capacity(8192);
-        let mut out: Vec<u8> = Vec::with_capacity(1024);
-        let mut buf = vec![0u8; 64 * 1024];
+        // Small buffers: an idle session must stay cheap (thousands of devices stay
+        // connected); `input` grows only while a message streams in.
+        let mut input: Vec<u8> = Vec::new();
+        let mut out: Vec<u8> = Vec::new();
         if greet {
             session.greeting().write_to(&mut out);
             if write_out(&mut stream, &mut out).await.is_err() {
@@ -213,8 +217,11 @@ impl Connection {
         }
         loop {
             let in_message = session.in_message();
+            if input.capacity() - input.len() < READ_CHUNK {
+                input.reserve(READ_CHUNK);
+            }
             let read = tokio::select! {
-                r = tokio::time::timeout(session.read_timeout(), stream.read(&mut buf)) => r,
+                r = tokio::time::timeout(session.read_timeout(), stream.read_buf(&mut input)) => r,
                 _ = shutdown_requested(&mut self.shutdown), if !in_message => {
                     session.abort();
                     return close_with(stream, Reply::shutting_down(&host)).await;
@@ -239,11 +246,14 @@ impl Connection {
                 }
                 Ok(Ok(n)) => n,
             };
-            input.extend_from_slice(&buf[..n]);
+            tracing::trace!(bytes = n, "read");
             let flow = session.ingest(&mut input, &mut out).await;
             if write_out(&mut stream, &mut out).await.is_err() {
                 session.abort();
                 return DriveEnd::Closed;
+            }
+            if input.is_empty() && input.capacity() > 4 * READ_CHUNK {
+                input = Vec::new();
             }
             match flow {
                 Flow::Continue => {}

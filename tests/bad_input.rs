@@ -333,3 +333,28 @@ async fn implicit_endpoint_refuses_starttls() {
     let (code, _) = r.auth_plain(ALICE, password(ALICE)).await;
     assert_eq!(code, 235);
 }
+
+#[tokio::test]
+async fn session_limit_answers_421() {
+    let t = TestServer::start_with("[limits]\nmax_sessions = 1\n").await;
+    let mut first = Raw::starttls(t.starttls_addr(), &t.cert_pem).await;
+    let mut tcp = tokio::net::TcpStream::connect(t.starttls_addr()).await.unwrap();
+    let mut reply = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut tcp, &mut reply).await.unwrap();
+    assert!(reply.starts_with("421 4.3.2 Too many concurrent sessions"), "{reply:?}");
+    // The admitted session is unaffected; once it ends, a new one is admitted.
+    first.expect("NOOP", 250).await;
+    first.expect("QUIT", 221).await;
+    assert!(first.closed().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut tcp = tokio::net::TcpStream::connect(t.starttls_addr()).await.unwrap();
+        let mut b = [0u8; 3];
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut b).await.unwrap();
+        if &b == b"220" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
