@@ -57,9 +57,12 @@ pub fn recipient(address: &str, domain_tenant: Option<&str>, user_exists: bool) 
 mod tests {
     use super::*;
 
+    /// (TLS active, authenticated user, MAIL FROM, expected refusal code and text).
+    type MailCase<'a> = (bool, Option<&'a str>, &'a str, Option<(u16, &'a str)>);
+
     #[test]
     fn mail_from_table() {
-        let cases: [(bool, Option<&str>, &str, Option<(u16, &str)>); 6] = [
+        let cases: [MailCase; 6] = [
             (false, None, "a@x.test", Some((530, "STARTTLS"))),
             (false, Some("a@x.test"), "a@x.test", Some((530, "STARTTLS"))),
             (true, None, "a@x.test", Some((530, "Authentication required"))),

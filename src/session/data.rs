@@ -71,7 +71,7 @@ impl Session {
         }
         match self.open_message(true).await {
             Ok(incoming) => {
-                self.mode = Mode::Data(incoming);
+                self.mode = Mode::Data(Box::new(incoming));
                 Reply::start_data()
             }
             Err(r) => r,
@@ -202,7 +202,7 @@ impl Session {
                 let Mode::Data(incoming) = std::mem::replace(&mut self.mode, Mode::Command) else {
                     return (used, None);
                 };
-                (used, Some(self.finish_message(incoming).await))
+                (used, Some(self.finish_message(*incoming).await))
             }
             Mode::BdatChunk { remaining, last } => {
                 let take = (*remaining).min(input.len() as u64) as usize;

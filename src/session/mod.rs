@@ -69,7 +69,7 @@ enum Mode {
     /// Waiting for an AUTH continuation line.
     Auth(auth::AuthStep),
     /// Receiving DATA content up to `CRLF.CRLF`.
-    Data(data::Incoming),
+    Data(Box<data::Incoming>),
     /// Receiving a BDAT chunk into `Session::bdat`.
     BdatChunk { remaining: u64, last: bool },
     /// Reading and discarding a BDAT chunk that was refused; the reply follows it
