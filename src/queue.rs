@@ -133,6 +133,7 @@ impl Spool {
         let mut ids: Vec<String> = std::fs::read_dir(&self.queue)?
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".msg")).map(String::from))
+            .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
             .collect();
         ids.sort();
         Ok(ids)
@@ -273,7 +274,7 @@ impl QueueRunner {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
             Err(e) => {
-                tracing::error!(queue_id = id, error = %e, "unreadable queue entry left in place");
+                self.quarantine(id, &e).await;
                 return;
             }
         };
@@ -298,6 +299,21 @@ impl QueueRunner {
         }
     }
 
+    /// Moves an unreadable entry to `spool/corrupt/` so that it is kept for the operator
+    /// but not retried forever.
+    async fn quarantine(&self, id: &str, error: &io::Error) {
+        let corrupt = self.spool.queue.parent().map(|p| p.join("corrupt")).unwrap_or_default();
+        let moved = async {
+            tokio::fs::create_dir_all(&corrupt).await?;
+            tokio::fs::rename(self.spool.msg_path(id), corrupt.join(format!("{id}.msg"))).await
+        }
+        .await;
+        match moved {
+            Ok(()) => tracing::error!(queue_id = id, %error, dir = %corrupt.display(), "unreadable queue entry moved aside"),
+            Err(e) => tracing::error!(queue_id = id, %error, move_error = %e, "unreadable queue entry left in place"),
+        }
+    }
+
     async fn deliver_local(&self, id: &str, address: &str, offset: u64) -> bool {
         let source = self.spool.msg_path(id);
         match self.maildir.deliver(address, &source, offset).await {
@@ -314,5 +330,63 @@ impl QueueRunner {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: &str) -> Envelope {
+        Envelope {
+            id: id.into(),
+            received_at: 0,
+            sender: "a@x.test".into(),
+            recipients: vec![Recipient { address: "b@x.test".into(), route: RecipientRoute::Local { tenant: "t".into() } }],
+            auth_user: "a@x.test".into(),
+            tenant: "t".into(),
+            client_ip: "127.0.0.1".into(),
+            endpoint: "e".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_is_atomic_and_abort_leaves_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let (spool, mut rx) = Spool::open(t.path()).unwrap();
+        let id = spool.new_id();
+        let mut w = spool.create(&envelope(&id), b"Received: x\r\n").await.unwrap();
+        w.write(b"body\r\n").await.unwrap();
+        assert!(spool.queued_ids().unwrap().is_empty(), "nothing queued before commit");
+        assert_eq!(w.commit().await.unwrap(), id);
+        assert_eq!(rx.recv().await.unwrap(), id);
+        let (env, offset) = spool.read_envelope(&id).await.unwrap();
+        assert_eq!(env, envelope(&id));
+        let bytes = std::fs::read(t.path().join("queue").join(format!("{id}.msg"))).unwrap();
+        assert_eq!(&bytes[offset as usize..], b"Received: x\r\nbody\r\n");
+        let id2 = spool.new_id();
+        assert_ne!(id, id2);
+        let w = spool.create(&envelope(&id2), b"").await.unwrap();
+        drop(w);
+        assert_eq!(spool.incoming_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn startup_discards_unacknowledged_and_runner_quarantines_garbage() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("incoming")).unwrap();
+        std::fs::create_dir_all(t.path().join("queue")).unwrap();
+        std::fs::write(t.path().join("incoming/HALF.msg"), b"partial").unwrap();
+        std::fs::write(t.path().join("queue/GARBAGE.msg"), b"not a spool file").unwrap();
+        let (spool, _rx) = Spool::open(t.path()).unwrap();
+        assert_eq!(spool.incoming_count(), 0);
+        let runner = QueueRunner {
+            spool: spool.clone(),
+            maildir: Maildir::new(t.path().join("maildir"), "h"),
+            retry_interval: Duration::from_secs(60),
+        };
+        runner.process("GARBAGE").await;
+        assert!(spool.queued_ids().unwrap().is_empty());
+        assert!(t.path().join("corrupt/GARBAGE.msg").exists());
     }
 }

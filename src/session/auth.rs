@@ -43,6 +43,10 @@ impl Session {
         if self.user.is_some() {
             return Reply::already_authenticated();
         }
+        // RFC 4954 §4: AUTH follows EHLO (again after STARTTLS, RFC 3207 §4.2).
+        if self.helo.is_none() {
+            return Reply::bad_sequence("Send EHLO first");
+        }
         if self.tx.is_some() {
             return Reply::bad_sequence("AUTH is not allowed during a mail transaction; send RSET first");
         }

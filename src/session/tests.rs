@@ -111,6 +111,8 @@ async fn commands_before_ehlo_and_quit() {
     let mut s = Session::new(h.ctx.clone(), conn(), tls());
     let (lines, _) = feed(&mut s, b"MAIL FROM:<alice@contoso.test>\r\n").await;
     assert!(lines[0].starts_with("503 5.5.1"));
+    let (lines, _) = feed(&mut s, b"AUTH PLAIN AGFsaWNlQGNvbnRvc28udGVzdABhbGljZS1wYXNzd29yZA==\r\n").await;
+    assert!(lines[0].starts_with("503 5.5.1 Send EHLO first"), "{lines:?}");
     let (lines, flow) = feed(&mut s, b"QUIT\r\nNOOP\r\n").await;
     assert_eq!(flow, Flow::Close);
     assert_eq!(lines.len(), 1, "nothing after QUIT is answered: {lines:?}");
