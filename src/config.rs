@@ -230,8 +230,10 @@ impl Config {
 
     /// Parses and validates TOML text; `path` anchors relative paths and error messages.
     pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line_toml_error(text, &e),
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Validator { path }.validate(raw, &base)
     }
@@ -370,6 +372,22 @@ impl Validator<'_> {
     }
 }
 
+/// `line L, column C: message` instead of toml's multi-line snippet.
+fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - line_start + 1;
+            let source = text[line_start..].lines().next().unwrap_or("").trim();
+            format!("line {line}, column {column} (`{source}`): {message}")
+        }
+        None => message,
+    }
+}
+
 /// The machine's host name, for the greeting and Received headers when none is configured.
 fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -428,6 +446,7 @@ mod tests {
         for (text, key) in cases {
             let e = error_of(&text);
             assert!(e.contains(key), "error {e:?} should name {key}");
+            assert!(!e.contains('\n'), "one line: {e:?}");
         }
     }
 }

@@ -97,6 +97,13 @@ impl Spool {
             tracing::info!(file = %path.display(), "removing unacknowledged message left by an interrupted session");
             std::fs::remove_file(&path)?;
         }
+        // A crash between removing `<ID>.msg` and `<ID>.done` leaves an orphan record.
+        for entry in std::fs::read_dir(&queue)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "done") && !path.with_extension("msg").exists() {
+                std::fs::remove_file(&path)?;
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let spool = Spool { incoming, queue, counter: AtomicU64::new(0), notify: tx };
         Ok((Arc::new(spool), rx))
@@ -378,8 +385,10 @@ mod tests {
         std::fs::create_dir_all(t.path().join("queue")).unwrap();
         std::fs::write(t.path().join("incoming/HALF.msg"), b"partial").unwrap();
         std::fs::write(t.path().join("queue/GARBAGE.msg"), b"not a spool file").unwrap();
+        std::fs::write(t.path().join("queue/ORPHAN.done"), b"b@x.test\n").unwrap();
         let (spool, _rx) = Spool::open(t.path()).unwrap();
         assert_eq!(spool.incoming_count(), 0);
+        assert!(!t.path().join("queue/ORPHAN.done").exists(), "orphan .done records are removed");
         let runner = QueueRunner {
             spool: spool.clone(),
             maildir: Maildir::new(t.path().join("maildir"), "h"),
