@@ -256,7 +256,8 @@ async fn domain(dir: &Directory, cmd: DomainCmd) -> anyhow::Result<()> {
     match cmd {
         DomainCmd::Add { domain, tenant } => {
             dir.add_domain(&domain, &tenant).await?;
-            println!("accepted domain {} added to tenant {tenant}", domain.to_lowercase());
+            let domain = crate::directory::normalize_domain(&domain)?;
+            println!("accepted domain {domain} added to tenant {tenant}");
         }
     }
     Ok(())
@@ -311,6 +312,7 @@ async fn user(dir: &Directory, cmd: UserCmd) -> anyhow::Result<()> {
             println!("password of {} changed", address.to_lowercase());
             if generated {
                 println!("password: {pw}");
+                eprintln!("(shown once; it is stored only as an argon2id hash)");
             }
         }
     }

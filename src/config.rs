@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 /// A configuration error, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {problem}")]
@@ -46,6 +46,17 @@ struct RawConfig {
 struct RawTls {
     #[serde(default)]
     certificate: Vec<CertificatePair>,
+    /// Seed of the random source behind `reject_percent` (absent: seeded from the OS).
+    schedule_seed: Option<u64>,
+}
+
+/// One step of an endpoint's legacy-TLS schedule, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    from: String,
+    reject_percent: Option<u8>,
+    legacy_tls: Option<LegacyTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +67,43 @@ struct RawEndpoint {
     tls_mode: TlsMode,
     #[serde(default = "default_tls_versions")]
     tls_versions: Vec<String>,
+    legacy_tls: Option<LegacyTls>,
+    #[serde(default)]
+    schedule: Vec<RawStep>,
+    #[serde(default = "default_true")]
+    legacy_requires_opt_in: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// What an endpoint does with a session below TLS 1.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LegacyTls {
+    /// Serve it (subject to the tenant's opt-in when `legacy_requires_opt_in`).
+    Allow,
+    /// Complete the handshake only to answer `421 4.7.66` and close.
+    Explain,
+    /// Refuse the handshake with a protocol_version alert.
+    Refuse,
+}
+
+/// What a schedule step sets from its date on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepAction {
+    /// Each legacy session is answered `421 4.7.66` with this probability (percent).
+    RejectPercent(u8),
+    /// A fixed behaviour, as `legacy_tls`.
+    Set(LegacyTls),
+}
+
+/// One dated step of a legacy-TLS rollout schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleStep {
+    pub from: chrono::NaiveDate,
+    pub action: StepAction,
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -78,22 +126,7 @@ pub enum TlsMode {
     Implicit,
 }
 
-/// A TLS protocol version an endpoint accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum TlsVersion {
-    Tls12,
-    Tls13,
-}
-
-impl TlsVersion {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "1.2" | "TLSv1.2" => Some(Self::Tls12),
-            "1.3" | "TLSv1.3" => Some(Self::Tls13),
-            _ => None,
-        }
-    }
-}
+pub use crate::tls::TlsVersion;
 
 /// One endpoint: a named set of listen addresses sharing a TLS mode and versions.
 #[derive(Debug, Clone)]
@@ -101,7 +134,26 @@ pub struct Endpoint {
     pub name: String,
     pub listen: Vec<SocketAddr>,
     pub tls_mode: TlsMode,
+    /// The versions served, sorted; always includes 1.2 or 1.3.
     pub tls_versions: Vec<TlsVersion>,
+    /// Behaviour for sessions below TLS 1.2 before the first schedule step.
+    pub legacy_tls: LegacyTls,
+    /// Dated steps, sorted by date.
+    pub schedule: Vec<ScheduleStep>,
+    /// Whether legacy sessions need their tenant's opt-in (checked at AUTH).
+    pub legacy_requires_opt_in: bool,
+    /// Where this endpoint's refusals point legacy clients (another endpoint that
+    /// serves TLS 1.0/1.1 with the same TLS mode), e.g. "port 2588".
+    pub legacy_hint: Option<String>,
+    /// Where legacy replies point clients that should upgrade, e.g. "port 587".
+    pub modern_hint: Option<String>,
+}
+
+impl Endpoint {
+    /// Serves some version below TLS 1.2.
+    pub fn serves_legacy(&self) -> bool {
+        self.tls_versions.iter().any(|v| v.is_legacy())
+    }
 }
 
 /// Limits on every line, message, session and time; defaults follow RFC 5321 §4.5.3.
@@ -110,13 +162,13 @@ pub struct Endpoint {
 pub struct Limits {
     /// Largest message accepted, in octets; announced with SIZE (RFC 1870).
     pub max_message_size: u64,
-    /// Recipients per message (RFC 5321 §4.5.3.1.8 requires at least 100).
+    /// Recipients per message (RFC 5321 §4.5.3.1.8 asks servers to take at least 100).
     pub max_recipients: usize,
     /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4 requires at least 512).
     pub max_line_length: usize,
-    /// Seconds to wait for the next command (RFC 5321 §4.5.3.2.7: at least 300).
+    /// Seconds to wait for the next command (RFC 5321 §4.5.3.2.7 recommends 300).
     pub command_timeout: u64,
-    /// Seconds to wait for each block of message data (RFC 5321 §4.5.3.2.6).
+    /// Seconds to wait for each block of message data (RFC 5321 §4.5.3.2.5: 3 minutes).
     pub data_timeout: u64,
     /// Seconds a whole session may last.
     pub session_timeout: u64,
@@ -213,6 +265,8 @@ pub struct Config {
     pub hostname: String,
     pub data_dir: PathBuf,
     pub certificates: Vec<CertificatePair>,
+    /// Seed for the schedule's random source; `None` seeds from the OS.
+    pub schedule_seed: Option<u64>,
     pub endpoints: Vec<Endpoint>,
     pub limits: Limits,
     pub smtp: SmtpConfig,
@@ -224,7 +278,7 @@ impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
         Self::from_toml(path, &text)
     }
 
@@ -249,6 +303,23 @@ impl Config {
     /// The root of local mailboxes: `<data>/maildir/<domain>/<localpart>/`.
     pub fn maildir_root(&self) -> PathBuf {
         self.data_dir.join("maildir")
+    }
+}
+
+/// Points each endpoint's legacy replies at a sibling: modern clients to an endpoint with
+/// the same TLS mode that does not serve legacy TLS, legacy clients to one that does.
+fn link_hints(endpoints: &mut [Endpoint]) {
+    let port_of = |e: &Endpoint| e.listen.first().map(|a| format!("port {}", a.port()));
+    let pick = |me: &Endpoint, legacy: bool, all: &[Endpoint]| {
+        all.iter()
+            .filter(|o| o.name != me.name && (o.serves_legacy() && o.legacy_tls != LegacyTls::Refuse) == legacy)
+            .min_by_key(|o| o.tls_mode != me.tls_mode)
+            .and_then(port_of)
+    };
+    let snapshot = endpoints.to_vec();
+    for e in endpoints.iter_mut() {
+        e.legacy_hint = pick(e, true, &snapshot);
+        e.modern_hint = if e.serves_legacy() { pick(e, false, &snapshot) } else { port_of(e) };
     }
 }
 
@@ -285,12 +356,20 @@ impl Validator<'_> {
         for (i, e) in raw.endpoints.into_iter().enumerate() {
             endpoints.push(self.endpoint(i, e, &endpoints)?);
         }
+        link_hints(&mut endpoints);
         self.limits(&raw.limits)?;
+        if raw.queue.retry_interval == 0 {
+            return Err(self.err("queue.retry_interval", "must be at least 1 second"));
+        }
+        if !valid_log_filter(&raw.log.level) {
+            return Err(self.err("log.level", format!("{:?} is not a level (error, warn, info, debug, trace) or filter", raw.log.level)));
+        }
         Ok(Config {
             path: self.path.to_owned(),
             hostname,
             data_dir,
             certificates,
+            schedule_seed: raw.tls.schedule_seed,
             endpoints,
             limits: raw.limits,
             smtp: raw.smtp,
@@ -333,26 +412,66 @@ impl Validator<'_> {
         let mut tls_versions = Vec::new();
         for (j, v) in e.tls_versions.iter().enumerate() {
             let parsed = TlsVersion::parse(v).ok_or_else(|| {
-                let hint = if matches!(v.as_str(), "1.0" | "1.1" | "TLSv1" | "TLSv1.0" | "TLSv1.1") {
-                    "TLS 1.0 and 1.1 need the legacy TLS stack, which this version does not include yet"
-                } else {
-                    "expected \"1.2\" or \"1.3\""
-                };
-                self.err(format!("{key}.tls_versions[{j}]"), format!("{v:?}: {hint}"))
+                self.err(format!("{key}.tls_versions[{j}]"), format!("{v:?}: expected \"1.0\", \"1.1\", \"1.2\" or \"1.3\""))
             })?;
             if !tls_versions.contains(&parsed) {
                 tls_versions.push(parsed);
             }
         }
-        if tls_versions.is_empty() {
-            return Err(self.err(format!("{key}.tls_versions"), "at least one TLS version is required"));
-        }
         tls_versions.sort();
-        Ok(Endpoint { name: e.name, listen, tls_mode: e.tls_mode, tls_versions })
+        if !tls_versions.iter().any(|v| !v.is_legacy()) {
+            return Err(self.err(
+                format!("{key}.tls_versions"),
+                "must include \"1.2\" or \"1.3\": modern clients are served on every endpoint",
+            ));
+        }
+        let serves_legacy = tls_versions.iter().any(|v| v.is_legacy());
+        let legacy_tls = e.legacy_tls.unwrap_or(if serves_legacy { LegacyTls::Allow } else { LegacyTls::Explain });
+        let schedule = self.schedule(&key, e.schedule)?;
+        let may_serve = legacy_tls == LegacyTls::Allow
+            || schedule.iter().any(|s| matches!(s.action, StepAction::RejectPercent(p) if p < 100) || s.action == StepAction::Set(LegacyTls::Allow));
+        if may_serve && !serves_legacy {
+            return Err(self.err(
+                format!("{key}.tls_versions"),
+                "legacy sessions may be served (legacy_tls = \"allow\" or a reject_percent below 100): list \"1.0\" and/or \"1.1\" here",
+            ));
+        }
+        Ok(Endpoint {
+            name: e.name,
+            listen,
+            tls_mode: e.tls_mode,
+            tls_versions,
+            legacy_tls,
+            schedule,
+            legacy_requires_opt_in: e.legacy_requires_opt_in,
+            legacy_hint: None,
+            modern_hint: None,
+        })
+    }
+
+    fn schedule(&self, key: &str, raw: Vec<RawStep>) -> Result<Vec<ScheduleStep>, ConfigError> {
+        let mut steps: Vec<ScheduleStep> = Vec::new();
+        for (j, step) in raw.into_iter().enumerate() {
+            let k = format!("{key}.schedule[{j}]");
+            let from = chrono::NaiveDate::parse_from_str(&step.from, "%Y-%m-%d")
+                .map_err(|_| self.err(format!("{k}.from"), format!("{:?} is not a date like \"2026-12-01\"", step.from)))?;
+            let action = match (step.reject_percent, step.legacy_tls) {
+                (Some(p), None) if p <= 100 => StepAction::RejectPercent(p),
+                (Some(p), None) => return Err(self.err(format!("{k}.reject_percent"), format!("{p} is not a percentage (0 to 100)"))),
+                (None, Some(l)) => StepAction::Set(l),
+                _ => return Err(self.err(k, "give exactly one of reject_percent or legacy_tls")),
+            };
+            if steps.iter().any(|s| s.from == from) {
+                return Err(self.err(format!("{k}.from"), format!("two steps start on {from}")));
+            }
+            steps.push(ScheduleStep { from, action });
+        }
+        steps.sort_by_key(|s| s.from);
+        Ok(steps)
     }
 
     fn limits(&self, l: &Limits) -> Result<(), ConfigError> {
-        let checks: [(&str, bool, &str); 9] = [
+        let checks: [(&str, bool, &str); 10] = [
             ("limits.max_message_size", l.max_message_size >= 1024, "must be at least 1024 octets"),
             ("limits.max_recipients", l.max_recipients >= 1, "must be at least 1 (RFC 5321 asks for 100)"),
             ("limits.max_line_length", l.max_line_length >= 512, "must be at least 512 (RFC 5321 §4.5.3.1.4)"),
@@ -361,7 +480,8 @@ impl Validator<'_> {
             ("limits.session_timeout", l.session_timeout >= 1, "must be at least 1 second"),
             ("limits.tls_handshake_timeout", l.tls_handshake_timeout >= 1, "must be at least 1 second"),
             ("limits.max_errors", l.max_errors >= 1, "must be at least 1"),
-            ("limits.max_sessions", l.max_sessions >= 1 && l.max_sessions_per_ip >= 1, "max_sessions and max_sessions_per_ip must be at least 1"),
+            ("limits.max_sessions", l.max_sessions >= 1, "must be at least 1"),
+            ("limits.max_sessions_per_ip", l.max_sessions_per_ip >= 1, "must be at least 1"),
         ];
         for (key, ok, problem) in checks {
             if !ok {
@@ -370,6 +490,17 @@ impl Validator<'_> {
         }
         Ok(())
     }
+}
+
+/// A level (`info`) or comma-separated `target=level` directives; a bare unknown word
+/// (which `tracing` would read as a target name and so log nothing) is refused.
+fn valid_log_filter(filter: &str) -> bool {
+    let level = |l: &str| matches!(l.trim().to_ascii_lowercase().as_str(), "off" | "error" | "warn" | "info" | "debug" | "trace");
+    !filter.trim().is_empty()
+        && filter.split(',').all(|d| match d.split_once('=') {
+            Some((target, l)) => !target.trim().is_empty() && level(l),
+            None => level(d),
+        })
 }
 
 /// `line L, column C: message` instead of toml's multi-line snippet.
@@ -418,6 +549,27 @@ mod tests {
     }
 
     #[test]
+    fn legacy_defaults_schedule_and_hints() {
+        let text = format!(
+            "{GOOD}\n[[endpoint]]\nname = \"legacy\"\nlisten = [\"127.0.0.1:2588\"]\ntls_mode = \"starttls\"\n\
+             tls_versions = [\"1.0\", \"1.1\", \"1.2\", \"1.3\"]\n\
+             schedule = [{{ from = \"2027-03-01\", legacy_tls = \"refuse\" }}, {{ from = \"2026-12-01\", reject_percent = 10 }}]\n"
+        );
+        let c = load(&text).unwrap();
+        let (std, legacy) = (&c.endpoints[0], &c.endpoints[1]);
+        assert_eq!(std.legacy_tls, LegacyTls::Explain);
+        assert_eq!(legacy.legacy_tls, LegacyTls::Allow);
+        assert_eq!(legacy.schedule[0].action, StepAction::RejectPercent(10));
+        assert_eq!(legacy.schedule[1].action, StepAction::Set(LegacyTls::Refuse));
+        assert_eq!(std.legacy_hint.as_deref(), Some("port 2588"));
+        assert_eq!(legacy.modern_hint.as_deref(), Some("port 587"));
+        let bad = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\nlegacy_tls = \"allow\"");
+        assert!(error_of(&bad).contains("endpoint[0].tls_versions"));
+        let bad = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\nschedule = [{ from = \"2026-13-01\", reject_percent = 100 }]");
+        assert!(error_of(&bad).contains("endpoint[0].schedule[0].from"));
+    }
+
+    #[test]
     fn defaults_and_relative_paths() {
         let c = load(GOOD).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/etc/mailgate/data"));
@@ -440,8 +592,12 @@ mod tests {
             (format!("{GOOD}\n[limits]\nmax_line_length = 80\n"), "limits.max_line_length"),
             (GOOD.replace("data_dir = \"data\"", ""), "data_dir"),
             (format!("{GOOD}\nunknown_key = 1\n"), "unknown_key"),
-            (GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_versions = [\"1.0\"]"), "endpoint[0].tls_versions[0]"),
+            (GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_versions = [\"1.0\"]"), "endpoint[0].tls_versions"),
+            (GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_versions = [\"1.4\"]"), "endpoint[0].tls_versions[0]"),
             (GOOD.replace("mx.example.test", "bad host!"), "hostname"),
+            (format!("{GOOD}\n[log]\nlevel = \"verbose\"\n"), "log.level"),
+            (format!("{GOOD}\n[queue]\nretry_interval = 0\n"), "queue.retry_interval"),
+            (format!("{GOOD}\n[limits]\nmax_sessions_per_ip = 0\n"), "limits.max_sessions_per_ip"),
         ];
         for (text, key) in cases {
             let e = error_of(&text);

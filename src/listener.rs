@@ -182,7 +182,7 @@ impl Connection {
     ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, TlsFacts)> {
         match tokio::time::timeout(self.limit(timeout_secs), self.endpoint.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
-                let facts = rustls_facts(tls.get_ref().1);
+                let facts = rustls_facts(tls.get_ref().1, None);
                 Some((tls, facts))
             }
             Ok(Err(e)) => {

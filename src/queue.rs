@@ -247,6 +247,11 @@ impl QueueRunner {
     /// message as it is committed, and a rescan every `retry_interval` for retries.
     pub async fn run(self, mut new: mpsc::UnboundedReceiver<String>, mut shutdown: watch::Receiver<bool>) {
         self.scan().await;
+        // An interval, not a sleep restarted on every message: a steady flow of new mail
+        // must not postpone retries.
+        let mut retry = tokio::time::interval(self.retry_interval);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        retry.tick().await;
         loop {
             tokio::select! {
                 biased;
@@ -255,7 +260,7 @@ impl QueueRunner {
                     Some(id) => self.process(&id).await,
                     None => break,
                 },
-                _ = tokio::time::sleep(self.retry_interval) => self.scan().await,
+                _ = retry.tick() => self.scan().await,
             }
             if *shutdown.borrow() {
                 break;

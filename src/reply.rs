@@ -81,7 +81,7 @@ impl Reply {
         reply(221, (2, 0, 0), format!("{host} closing connection, goodbye"))
     }
     pub fn too_many_sessions() -> Reply {
-        reply(421, (4, 3, 2), "Too many concurrent sessions on this server; try again in a few minutes")
+        reply(421, (4, 3, 2), "Too many concurrent sessions (from your address or in all); try again in a few minutes")
     }
     pub fn shutting_down(host: &str) -> Reply {
         reply(421, (4, 3, 2), format!("{host} is shutting down; try again in a few minutes"))
@@ -95,9 +95,6 @@ impl Reply {
     }
     pub fn session_too_long() -> Reply {
         reply(421, (4, 4, 2), "Session exceeded its maximum duration; closing connection")
-    }
-    pub fn tls_required_to_continue() -> Reply {
-        reply(421, (4, 7, 0), "TLS handshake failed; closing connection")
     }
 
     // ---- EHLO / HELO / simple verbs -------------------------------------------------------
@@ -159,9 +156,6 @@ impl Reply {
     }
     pub fn tls_already_active() -> Reply {
         reply(503, (5, 5, 1), "TLS is already active on this connection")
-    }
-    pub fn starttls_not_offered() -> Reply {
-        reply(502, (5, 5, 1), "STARTTLS is not offered on this endpoint (it uses implicit TLS)")
     }
     /// RFC 3207 §4: commands other than EHLO/HELO/STARTTLS/NOOP/RSET/QUIT before TLS.
     pub fn tls_first() -> Reply {

@@ -22,6 +22,7 @@ pub struct RunningServer {
     pub spool: Arc<Spool>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
+    stop_runner: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     runner: JoinHandle<()>,
 }
@@ -68,8 +69,10 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<RunningServer> {
         maildir: Maildir::new(config.maildir_root(), &config.hostname),
         retry_interval: Duration::from_secs(config.queue.retry_interval),
     };
-    let runner = tokio::spawn(runner.run(new_messages, shutdown_rx));
-    Ok(RunningServer { listeners, config, directory, spool, shared, shutdown, tasks, runner })
+    // The runner stops after the sessions, so that it delivers what they still accept.
+    let (stop_runner, stop_runner_rx) = watch::channel(false);
+    let runner = tokio::spawn(runner.run(new_messages, stop_runner_rx));
+    Ok(RunningServer { listeners, config, directory, spool, shared, shutdown, stop_runner, tasks, runner })
 }
 
 impl RunningServer {
@@ -79,19 +82,21 @@ impl RunningServer {
     }
 
     /// Graceful shutdown: stop accepting, let sessions finish or tell them 421, let the
-    /// queue runner finish the delivery in flight. Waits at most `queue.shutdown_grace`.
+    /// queue runner finish the delivery in flight. Takes at most `queue.shutdown_grace`
+    /// in all; what is still queued then is delivered at the next start.
     pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.config.queue.shutdown_grace);
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
-        let grace = Duration::from_secs(self.config.queue.shutdown_grace);
         let max = self.config.limits.max_sessions as u32;
-        match tokio::time::timeout(grace, self.shared.sessions.acquire_many(max)).await {
+        match tokio::time::timeout_at(deadline, self.shared.sessions.acquire_many(max)).await {
             Ok(_) => tracing::info!("all sessions ended"),
             Err(_) => tracing::warn!("sessions still open after the grace period; closing them"),
         }
-        if tokio::time::timeout(grace, self.runner).await.is_err() {
+        let _ = self.stop_runner.send(true);
+        if tokio::time::timeout_at(deadline, self.runner).await.is_err() {
             tracing::warn!("queue runner did not stop within the grace period");
         }
     }

@@ -699,7 +699,10 @@ fn cli_administration_and_errors() {
     assert_one_line_error("check-config (bad listen)", &out, &["endpoint[0].listen[0]", "nonsense"]);
     std::fs::write(&bad, CONFIG.replacen("tls_mode = \"implicit\"", "tls_mode = \"implicit\"\ntls_versions = [\"1.1\"]", 1)).unwrap();
     let out = run_cli(&bad, &["check-config"], None);
-    assert_one_line_error("check-config (TLS 1.1)", &out, &["endpoint[1].tls_versions[0]"]);
+    assert_one_line_error("check-config (TLS 1.1 only)", &out, &["endpoint[1].tls_versions", "\"1.2\" or \"1.3\""]);
+    std::fs::write(&bad, CONFIG.replacen("tls_mode = \"implicit\"", "tls_mode = \"implicit\"\ntls_versions = [\"1.2\", \"2.0\"]", 1)).unwrap();
+    let out = run_cli(&bad, &["check-config"], None);
+    assert_one_line_error("check-config (TLS 2.0)", &out, &["endpoint[1].tls_versions[1]"]);
     // An unknown key: the message names it (the TOML parser's message spans several lines).
     std::fs::write(&bad, format!("bogus_key = 1\n{CONFIG}")).unwrap();
     let out = run_cli(&bad, &["check-config"], None);

@@ -141,7 +141,7 @@ impl Session {
             recipients: tx.recipients.clone(),
             auth_user: user.address.clone(),
             tenant: user.tenant.clone(),
-            client_ip: self.conn.peer.ip().to_string(),
+            client_ip: self.conn.peer.ip().to_canonical().to_string(),
             endpoint: self.conn.endpoint.clone(),
         };
         let header = self.received_header(&id);
@@ -171,11 +171,12 @@ impl Session {
             (true, false, true) => "ESMTPA",
             (true, false, false) => "ESMTP",
         };
-        let mut h = format!(
-            "Received: from {helo} ([{ip}])\r\n\tby {host} (Mailgate) with {with} id {id}",
-            ip = self.conn.peer.ip(),
-            host = cfg.hostname
-        );
+        // RFC 5321 §4.1.3: an IPv6 address literal carries the "IPv6:" tag.
+        let ip = match self.conn.peer.ip().to_canonical() {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
+        };
+        let mut h = format!("Received: from {helo} ([{ip}])\r\n\tby {host} (Mailgate) with {with} id {id}", host = cfg.hostname);
         if let Some(t) = &self.tls {
             h.push_str(&format!("\r\n\t(using {} with cipher {})", t.version, t.cipher));
         }
@@ -267,6 +268,8 @@ impl Session {
             match writer.commit().await {
                 Ok(id) => {
                     self.messages += 1;
+                    // Like Postfix's error limits: errors count "without delivering mail".
+                    self.errors = 0;
                     tracing::info!(
                         queue_id = %id,
                         sender = tx.as_ref().map_or("", |t| t.sender.as_str()),

@@ -17,6 +17,10 @@ impl Session {
         if self.tx.is_some() {
             return Reply::bad_sequence("Nested MAIL command: a transaction is already open; send RSET first");
         }
+        // RFC 3207 §4: nothing about the transaction is looked at before TLS.
+        if self.tls.is_none() {
+            return Reply::tls_first();
+        }
         if let Some(param) = unsupported_mail_param(&from) {
             return Reply::unsupported_parameter(param);
         }
@@ -48,7 +52,7 @@ impl Session {
             return Reply::bad_sequence("Need MAIL FROM before RCPT TO");
         };
         if to.flags != 0 || to.orcpt.is_some() || to.rrvs != 0 {
-            return Reply::unsupported_parameter("NOTIFY/ORCPT/RRVS (DSN is not offered)");
+            return Reply::unsupported_parameter("NOTIFY, ORCPT or RRVS");
         }
         if !to.address.is_ascii() && !tx.smtputf8 {
             return Reply::needs_smtputf8();
@@ -100,8 +104,15 @@ impl Session {
 
 /// The first MAIL parameter we do not announce, if any (RFC 5321 §4.1.1.11: 555).
 fn unsupported_mail_param(from: &MailFrom<String>) -> Option<&'static str> {
-    if from.flags & !(MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_SMTPUTF8) != 0 {
-        return Some("BODY=BINARYMIME/RET/REQUIRETLS/CONPERM/BY");
+    let extra = from.flags & !(MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_SMTPUTF8);
+    if extra != 0 {
+        return Some(match extra {
+            f if f & smtp_proto::MAIL_BODY_BINARYMIME != 0 => "BODY=BINARYMIME",
+            f if f & (smtp_proto::MAIL_RET_FULL | smtp_proto::MAIL_RET_HDRS) != 0 => "RET",
+            f if f & smtp_proto::MAIL_REQUIRETLS != 0 => "REQUIRETLS",
+            f if f & smtp_proto::MAIL_CONPERM != 0 => "CONPERM",
+            _ => "BY",
+        });
     }
     let checks = [
         (from.env_id.is_some(), "ENVID"),

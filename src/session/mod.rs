@@ -242,7 +242,10 @@ impl Session {
     /// Writes a reply, counting errors; too many errors close the session.
     fn send(&mut self, reply: Reply, out: &mut Vec<u8>) -> Flow {
         reply.write_to(out);
-        if reply.is_error() {
+        // RFC 5321 §4.5.3.1.10: after 452 for too many recipients the client is expected
+        // to carry on; it is not a client error.
+        let expected = reply.code == 452 && reply.enhanced == Some(crate::reply::Enhanced(4, 5, 3));
+        if reply.is_error() && !expected {
             self.errors += 1;
             if self.errors >= self.ctx.config.limits.max_errors {
                 tracing::info!(errors = self.errors, "closing session after too many errors");
@@ -337,9 +340,6 @@ impl Session {
     fn handle_starttls(&mut self, line: &[u8]) -> Result<Reply, ()> {
         if self.tls.is_some() {
             return Ok(Reply::tls_already_active());
-        }
-        if self.conn.tls_mode != TlsMode::Starttls {
-            return Ok(Reply::starttls_not_offered());
         }
         if String::from_utf8_lossy(line).trim().len() > "STARTTLS".len() {
             return Ok(Reply::syntax("STARTTLS takes no parameters"));

@@ -35,7 +35,13 @@ fn conn() -> ConnectionInfo {
 }
 
 fn tls() -> Option<TlsFacts> {
-    Some(TlsFacts { version: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into(), sni: None })
+    Some(TlsFacts {
+        version: crate::tls::TlsVersion::Tls13,
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        sni: None,
+        fingerprint: None,
+        offered_max: None,
+    })
 }
 
 /// Feeds `input` and returns the reply lines and the flow.

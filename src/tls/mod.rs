@@ -6,27 +6,101 @@
 //! client offers. Policy and reports see only [`TlsFacts`], whichever stack served the
 //! session (the legacy OpenSSL stack arrives with the legacy endpoint).
 
-use crate::config::{CertificatePair, TlsVersion};
+pub mod hello;
+
+use crate::config::CertificatePair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::sync::Arc;
 
+/// A TLS (or SSL) protocol version, ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsVersion {
+    /// Anything older than TLS 1.0 (SSL 3.0 and below), never served.
+    Ssl3,
+    Tls10,
+    Tls11,
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    /// Parses a configuration value: "1.0".."1.3" or "TLSv1.0".."TLSv1.3".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim_start_matches("TLSv") {
+            "1.0" | "1" => Some(Self::Tls10),
+            "1.1" => Some(Self::Tls11),
+            "1.2" => Some(Self::Tls12),
+            "1.3" => Some(Self::Tls13),
+            _ => None,
+        }
+    }
+
+    /// From the two-byte wire value (RFC 8446 §4.1.2: 0x0301 is TLS 1.0).
+    pub fn from_wire(v: u16) -> Self {
+        match v {
+            0x0304.. => Self::Tls13,
+            0x0303 => Self::Tls12,
+            0x0302 => Self::Tls11,
+            0x0301 => Self::Tls10,
+            _ => Self::Ssl3,
+        }
+    }
+
+    /// Below TLS 1.2: what this product exists to phase out.
+    pub fn is_legacy(self) -> bool {
+        self < Self::Tls12
+    }
+
+    /// The name used in logs, Received headers and reports: `TLSv1.0` .. `TLSv1.3`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ssl3 => "SSLv3",
+            Self::Tls10 => "TLSv1.0",
+            Self::Tls11 => "TLSv1.1",
+            Self::Tls12 => "TLSv1.2",
+            Self::Tls13 => "TLSv1.3",
+        }
+    }
+
+    /// The human name used in replies: `TLS 1.0`.
+    pub fn human(self) -> &'static str {
+        match self {
+            Self::Ssl3 => "SSL 3.0",
+            Self::Tls10 => "TLS 1.0",
+            Self::Tls11 => "TLS 1.1",
+            Self::Tls12 => "TLS 1.2",
+            Self::Tls13 => "TLS 1.3",
+        }
+    }
+}
+
+impl std::fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a completed handshake established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFacts {
-    /// `TLSv1.2`, `TLSv1.3`.
-    pub version: String,
-    /// The IANA cipher suite name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    /// The negotiated version.
+    pub version: TlsVersion,
+    /// The cipher suite's standard (IANA) name, e.g. `TLS13_AES_256_GCM_SHA384`.
     pub cipher: String,
     /// The server name the client asked for (SNI), if any.
     pub sni: Option<String>,
+    /// The JA4-style fingerprint of the ClientHello, when it could be parsed.
+    pub fingerprint: Option<String>,
+    /// The highest version the client offered, when the hello could be parsed.
+    pub offered_max: Option<TlsVersion>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}: {problem}")]
     Pem { path: String, problem: String },
     #[error("TLS configuration: {0}")]
@@ -34,7 +108,7 @@ pub enum TlsError {
 }
 
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|error| TlsError::Read { path: path.display().to_string(), error })
 }
 
 /// Loads one certificate chain and its key.
@@ -85,9 +159,10 @@ pub fn rustls_config(pairs: &[CertificatePair], versions: &[TlsVersion]) -> Resu
     let keys = pairs.iter().map(|p| load_pair(p).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
     let protocol_versions: Vec<&'static rustls::SupportedProtocolVersion> = versions
         .iter()
+        .filter(|v| !v.is_legacy())
         .map(|v| match v {
-            TlsVersion::Tls12 => &rustls::version::TLS12,
             TlsVersion::Tls13 => &rustls::version::TLS13,
+            _ => &rustls::version::TLS12,
         })
         .collect();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -101,18 +176,23 @@ pub fn rustls_config(pairs: &[CertificatePair], versions: &[TlsVersion]) -> Resu
 }
 
 /// The facts of a finished rustls handshake.
-pub fn rustls_facts(conn: &rustls::ServerConnection) -> TlsFacts {
+pub fn rustls_facts(conn: &rustls::ServerConnection, hello: Option<&hello::HelloInfo>) -> TlsFacts {
     let version = match conn.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "unknown",
+        Some(rustls::ProtocolVersion::TLSv1_3) => TlsVersion::Tls13,
+        _ => TlsVersion::Tls12,
     };
     let cipher = conn
         .negotiated_cipher_suite()
         .and_then(|s| s.suite().as_str())
         .unwrap_or("unknown")
         .to_string();
-    TlsFacts { version: version.into(), cipher, sni: conn.server_name().map(String::from) }
+    TlsFacts {
+        version,
+        cipher,
+        sni: conn.server_name().map(String::from),
+        fingerprint: hello.map(|h| h.fingerprint.clone()),
+        offered_max: hello.map(|h| h.offered_max),
+    }
 }
 
 /// Generates a self-signed RSA-2048 certificate for `names` (PEM cert, PEM key).
