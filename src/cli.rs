@@ -75,6 +75,25 @@ enum TenantCmd {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Change a tenant's legacy TLS (1.0/1.1) settings.
+    Set {
+        name: String,
+        /// Opt in to legacy TLS on endpoints that require an opt-in.
+        #[arg(long, value_enum)]
+        allow_legacy_tls: Option<OnOff>,
+        /// Last day (inclusive) of the opt-in, YYYY-MM-DD; "none" removes the end date.
+        #[arg(long)]
+        legacy_until: Option<String>,
+        /// Only these users (comma-separated addresses); "" means all users.
+        #[arg(long)]
+        legacy_users: Option<String>,
+        /// Only clients in these networks (comma-separated CIDRs); "" means any network.
+        #[arg(long)]
+        legacy_networks: Option<String>,
+        /// Operator veto: the tenant cannot opt in.
+        #[arg(long, value_enum)]
+        forbid_legacy_tls: Option<OnOff>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +220,7 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
         crate::tls::rustls_config(&config.certificates, &ep.tls_versions)
             .with_context(|| format!("endpoint {}", ep.name))?;
     }
+    crate::tls::legacy::openssl_acceptor(&config.certificates).context("OpenSSL (legacy TLS)")?;
     println!(
         "{}: OK ({} endpoint(s), {} certificate(s), data_dir {})",
         path.display(),
@@ -247,9 +267,64 @@ async fn tenant(dir: &Directory, cmd: TenantCmd) -> anyhow::Result<()> {
                 return print_json(&t);
             }
             println!("tenant:  {}\ndomains: {}\nusers:   {}", t.name, t.domains.join(", "), t.users);
+            print_legacy(&t.legacy);
+        }
+        TenantCmd::Set { name, allow_legacy_tls, legacy_until, legacy_users, legacy_networks, forbid_legacy_tls } => {
+            let changes = crate::directory::LegacyChanges {
+                allowed: allow_legacy_tls.map(Into::into),
+                until: legacy_until.as_deref().map(parse_until).transpose()?,
+                users: legacy_users.as_deref().map(|u| list(u).map(String::from).collect()),
+                networks: legacy_networks.as_deref().map(parse_networks).transpose()?,
+                forbidden: forbid_legacy_tls.map(Into::into),
+            };
+            if changes.allowed.is_none()
+                && changes.until.is_none()
+                && changes.users.is_none()
+                && changes.networks.is_none()
+                && changes.forbidden.is_none()
+            {
+                bail!("nothing to change: give --allow-legacy-tls, --legacy-until, --legacy-users, --legacy-networks or --forbid-legacy-tls");
+            }
+            let s = dir.set_legacy(&name, &changes).await?;
+            println!("tenant {name} updated");
+            print_legacy(&s);
         }
     }
     Ok(())
+}
+
+fn list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty())
+}
+
+fn parse_until(s: &str) -> anyhow::Result<Option<chrono::NaiveDate>> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("--legacy-until {s:?}: expected a date like 2027-03-31, or none"))
+}
+
+fn parse_networks(s: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list(s)
+        .map(|n| {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("--legacy-networks: {n:?} is not a network like 10.1.0.0/16 or an address"))
+        })
+        .collect()
+}
+
+fn print_legacy(l: &crate::directory::LegacySettings) {
+    let all = |v: &[String], what: &str| if v.is_empty() { format!("all {what}") } else { v.join(", ") };
+    println!("legacy TLS (1.0/1.1):");
+    println!("  opted in:  {}", on_off(l.allowed));
+    println!("  until:     {}", l.until.map_or("no end date".to_string(), |d| format!("{d} (inclusive)")));
+    println!("  users:     {}", all(&l.users, "users"));
+    let nets: Vec<String> = l.networks.iter().map(|n| n.to_string()).collect();
+    println!("  networks:  {}", all(&nets, "networks"));
+    println!("  forbidden by operator: {}", if l.forbidden { "yes (the tenant cannot opt in)" } else { "no" });
 }
 
 async fn domain(dir: &Directory, cmd: DomainCmd) -> anyhow::Result<()> {

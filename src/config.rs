@@ -172,6 +172,8 @@ pub struct Limits {
     pub data_timeout: u64,
     /// Seconds a whole session may last.
     pub session_timeout: u64,
+    /// Seconds allowed for the client's first TLS record (its ClientHello) to arrive.
+    pub tls_hello_timeout: u64,
     /// Seconds allowed for a TLS handshake.
     pub tls_handshake_timeout: u64,
     /// Error replies in one session before it is closed with 421.
@@ -191,6 +193,7 @@ impl Default for Limits {
             command_timeout: 300,
             data_timeout: 180,
             session_timeout: 3600,
+            tls_hello_timeout: 10,
             tls_handshake_timeout: 30,
             max_errors: 10,
             max_sessions: 1000,
@@ -471,7 +474,8 @@ impl Validator<'_> {
     }
 
     fn limits(&self, l: &Limits) -> Result<(), ConfigError> {
-        let checks: [(&str, bool, &str); 10] = [
+        let checks: [(&str, bool, &str); 11] = [
+            ("limits.tls_hello_timeout", l.tls_hello_timeout >= 1, "must be at least 1 second"),
             ("limits.max_message_size", l.max_message_size >= 1024, "must be at least 1024 octets"),
             ("limits.max_recipients", l.max_recipients >= 1, "must be at least 1 (RFC 5321 asks for 100)"),
             ("limits.max_line_length", l.max_line_length >= 512, "must be at least 512 (RFC 5321 §4.5.3.1.4)"),

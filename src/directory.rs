@@ -63,12 +63,48 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE INDEX IF NOT EXISTS users_tenant ON users(tenant_id);
 "#;
 
+/// Columns added after the first schema, applied to older databases at open.
+const TENANT_COLUMNS: [(&str, &str); 5] = [
+    ("allow_legacy_tls", "INTEGER NOT NULL DEFAULT 0"),
+    ("legacy_until", "TEXT"),
+    ("legacy_users", "TEXT NOT NULL DEFAULT ''"),
+    ("legacy_networks", "TEXT NOT NULL DEFAULT ''"),
+    ("forbid_legacy_tls", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// A tenant's legacy-TLS opt-in, as the policy reads it.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LegacySettings {
+    /// The tenant opted in (`--allow-legacy-tls on`).
+    pub allowed: bool,
+    /// Last day (inclusive) of the opt-in.
+    pub until: Option<chrono::NaiveDate>,
+    /// If not empty, only these users.
+    pub users: Vec<String>,
+    /// If not empty, only clients in these networks.
+    pub networks: Vec<ipnet::IpNet>,
+    /// The operator's veto (`--forbid-legacy-tls on`): the tenant cannot opt in.
+    pub forbidden: bool,
+}
+
+/// Changes to a tenant's legacy settings; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct LegacyChanges {
+    pub allowed: Option<bool>,
+    /// `Some(None)` clears the end date.
+    pub until: Option<Option<chrono::NaiveDate>>,
+    pub users: Option<Vec<String>>,
+    pub networks: Option<Vec<ipnet::IpNet>>,
+    pub forbidden: Option<bool>,
+}
+
 /// A tenant: an organisation with its domains and users.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Tenant {
     pub name: String,
     pub domains: Vec<String>,
     pub users: i64,
+    pub legacy: LegacySettings,
 }
 
 /// A user as the session and the CLI see it (never the password hash).
@@ -233,6 +269,7 @@ impl Directory {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        migrate(&pool).await?;
         Ok(Directory { pool, cache: Arc::new(CredentialCache::new()) })
     }
 
@@ -290,7 +327,68 @@ impl Directory {
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
-        Ok(Tenant { name: name.to_string(), domains, users })
+        let legacy = self.legacy_settings(name).await?;
+        Ok(Tenant { name: name.to_string(), domains, users, legacy })
+    }
+
+    /// A tenant's legacy-TLS settings, read fresh (a CLI change applies at once).
+    pub async fn legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
+        let row = sqlx::query(
+            "SELECT allow_legacy_tls, legacy_until, legacy_users, legacy_networks, forbid_legacy_tls FROM tenants WHERE name = ?",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| DirectoryError::NotFound(format!("no tenant named {tenant:?}; see `mailgate tenant list`")))?;
+        let until: Option<String> = row.get("legacy_until");
+        let users: String = row.get("legacy_users");
+        let networks: String = row.get("legacy_networks");
+        Ok(LegacySettings {
+            allowed: row.get("allow_legacy_tls"),
+            until: until.and_then(|u| chrono::NaiveDate::parse_from_str(&u, "%Y-%m-%d").ok()),
+            users: split_list(&users).map(String::from).collect(),
+            // Stored values were validated when set; one that no longer parses is skipped.
+            networks: split_list(&networks).filter_map(|n| n.parse().ok()).collect(),
+            forbidden: row.get("forbid_legacy_tls"),
+        })
+    }
+
+    /// Changes a tenant's legacy-TLS settings. Opting in a vetoed tenant is refused.
+    pub async fn set_legacy(&self, tenant: &str, changes: &LegacyChanges) -> Result<LegacySettings> {
+        let mut s = self.legacy_settings(tenant).await?;
+        if let Some(v) = changes.forbidden {
+            s.forbidden = v;
+        }
+        if let Some(v) = changes.allowed {
+            if v && s.forbidden {
+                return Err(DirectoryError::Invalid(format!(
+                    "tenant {tenant} may not use legacy TLS: the operator forbade it (--forbid-legacy-tls on)"
+                )));
+            }
+            s.allowed = v;
+        }
+        if let Some(v) = changes.until {
+            s.until = v;
+        }
+        if let Some(users) = &changes.users {
+            s.users = users.iter().map(|u| normalize_address(u)).collect::<Result<_>>()?;
+        }
+        if let Some(networks) = &changes.networks {
+            s.networks = networks.iter().map(|n| n.trunc()).collect();
+        }
+        sqlx::query(
+            "UPDATE tenants SET allow_legacy_tls = ?, legacy_until = ?, legacy_users = ?, legacy_networks = ?, forbid_legacy_tls = ?
+             WHERE name = ?",
+        )
+        .bind(s.allowed)
+        .bind(s.until.map(|d| d.to_string()))
+        .bind(s.users.join(","))
+        .bind(s.networks.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","))
+        .bind(s.forbidden)
+        .bind(tenant)
+        .execute(&self.pool)
+        .await?;
+        Ok(s)
     }
 
     pub async fn add_domain(&self, domain: &str, tenant: &str) -> Result<()> {
@@ -446,6 +544,21 @@ impl Directory {
     }
 }
 
+fn split_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty())
+}
+
+/// Adds the columns later versions need to a database made by an earlier one.
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let existing: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('tenants')").fetch_all(pool).await?;
+    for (column, decl) in TENANT_COLUMNS {
+        if !existing.iter().any(|c| c == column) {
+            sqlx::query(&format!("ALTER TABLE tenants ADD COLUMN {column} {decl}")).execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
 const USER_SELECT_ALL: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id ORDER BY t.name, u.address";
 const USER_SELECT_BY_TENANT: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.tenant_id = ? ORDER BY u.address";
 const USER_SELECT_ONE: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?";
@@ -530,5 +643,33 @@ mod tests {
         assert_eq!(d.domain_tenant("CONTOSO.test").await.unwrap().as_deref(), Some("contoso"));
         let t = d.tenant("contoso").await.unwrap();
         assert_eq!(t.domains, vec!["contoso.test".to_string()]);
+        assert_eq!(t.legacy, LegacySettings::default());
+    }
+
+    #[tokio::test]
+    async fn legacy_settings_round_trip_and_veto() {
+        let (_t, d) = dir().await;
+        let until = chrono::NaiveDate::from_ymd_opt(2027, 3, 31);
+        let s = d
+            .set_legacy(
+                "contoso",
+                &LegacyChanges {
+                    allowed: Some(true),
+                    until: Some(until),
+                    users: Some(vec!["Scanner@Contoso.test".into()]),
+                    networks: Some(vec!["10.1.2.3/16".parse().unwrap()]),
+                    forbidden: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.users, vec!["scanner@contoso.test".to_string()]);
+        assert_eq!(s.networks[0].to_string(), "10.1.0.0/16");
+        assert_eq!(d.legacy_settings("contoso").await.unwrap(), s);
+        let vetoed = d.set_legacy("contoso", &LegacyChanges { forbidden: Some(true), ..Default::default() }).await.unwrap();
+        assert!(vetoed.forbidden);
+        let err = d.set_legacy("contoso", &LegacyChanges { allowed: Some(true), ..Default::default() }).await;
+        assert!(matches!(err, Err(DirectoryError::Invalid(m)) if m.contains("forbade")));
+        assert!(matches!(d.legacy_settings("nope").await, Err(DirectoryError::NotFound(_))));
     }
 }

@@ -3,17 +3,26 @@
 //! One accept loop per listen address. Each connection gets a concurrency permit (node-wide
 //! and per client IP; over the limit it is told `421` and closed), TCP_NODELAY (replies go
 //! out in one write, no delayed-ACK stalls), a total session deadline, and a task that
-//! moves bytes between the socket and the sans-I/O [`Session`]. STARTTLS and implicit TLS
-//! are both handled here: after a STARTTLS the plain session is dropped and a new one
-//! starts inside TLS (RFC 3207 §4.2). On shutdown, sessions waiting for a command get
-//! `421 4.3.2`; a message being received is allowed to finish first.
+//! moves bytes between the socket and the sans-I/O [`Session`].
+//!
+//! TLS, at accept (implicit) or after STARTTLS's `220`: the ClientHello is read and parsed
+//! first ([`crate::tls::hello`]); [`policy::before_handshake`] may refuse it with a
+//! protocol_version alert; [`crate::tls::choose_stack`] hands it to rustls or OpenSSL; after
+//! the handshake [`policy::after_handshake`] serves the session or answers `421 4.7.66`.
+//! After a STARTTLS the plain session is dropped and a new one starts inside TLS (RFC 3207
+//! §4.2). On shutdown, sessions waiting for a command get `421 4.3.2`; a message being
+//! received is allowed to finish first.
 
-use crate::config::TlsMode;
+use crate::config::{Endpoint, TlsMode};
+use crate::policy::{self, HelloVerdict, SessionVerdict};
 use crate::reply::Reply;
 use crate::session::{ConnectionInfo, Flow, Session, SessionContext};
-use crate::tls::{rustls_facts, TlsFacts};
+use crate::tls::hello::{read_client_hello, HelloError, Prefixed};
+use crate::tls::{choose_stack, legacy::openssl_facts, rustls_facts, Stack, TlsFacts, PROTOCOL_VERSION_ALERT};
+use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,29 +35,84 @@ use tracing::Instrument;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// An endpoint ready to serve: its name, TLS mode and acceptor.
+/// An endpoint ready to serve: its configuration and both TLS stacks.
 pub struct EndpointRuntime {
-    pub name: String,
-    pub tls_mode: TlsMode,
-    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub config: Arc<Endpoint>,
+    pub rustls: tokio_rustls::TlsAcceptor,
+    pub openssl: Arc<openssl::ssl::SslAcceptor>,
+    /// The suites rustls implements, for the stack choice.
+    pub rustls_suites: Arc<Vec<u16>>,
+}
+
+impl EndpointRuntime {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// Counts of TLS attempts that never became a session (until usage reports store them).
+#[derive(Debug, Default)]
+pub struct TlsCounters {
+    pub hello_timeout: AtomicU64,
+    pub hello_closed: AtomicU64,
+    pub hello_not_tls: AtomicU64,
+    pub hello_sslv2: AtomicU64,
+    pub hello_oversized: AtomicU64,
+    /// TLS records that did not hold a whole ClientHello (served by rustls if it can).
+    pub hello_unparsed: AtomicU64,
+    pub refused_at_handshake: AtomicU64,
+    pub handshake_failed: AtomicU64,
+    pub explained_421: AtomicU64,
+    pub served_rustls: AtomicU64,
+    pub served_openssl: AtomicU64,
+}
+
+impl TlsCounters {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn hello_error(&self, e: &HelloError) {
+        Self::bump(match e {
+            HelloError::Timeout => &self.hello_timeout,
+            HelloError::Closed => &self.hello_closed,
+            HelloError::NotTls => &self.hello_not_tls,
+            HelloError::SslV2 => &self.hello_sslv2,
+            HelloError::Oversized => &self.hello_oversized,
+            HelloError::Unparsed => &self.hello_unparsed,
+        });
+    }
 }
 
 /// What all accept loops of a server share.
 pub struct Shared {
     pub ctx: Arc<SessionContext>,
     pub sessions: Arc<Semaphore>,
+    pub tls_counters: TlsCounters,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     counter: AtomicU64,
+    /// The random source behind `reject_percent` (seeded by `tls.schedule_seed`).
+    rng: Mutex<rand::rngs::StdRng>,
 }
 
 impl Shared {
     pub fn new(ctx: Arc<SessionContext>) -> Arc<Shared> {
         let max = ctx.config.limits.max_sessions;
+        let rng = match ctx.config.schedule_seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
         Arc::new(Shared {
             ctx,
             sessions: Arc::new(Semaphore::new(max)),
+            tls_counters: TlsCounters::default(),
             per_ip: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            rng: Mutex::new(rng),
         })
     }
 
@@ -105,11 +169,11 @@ pub async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let Some(admission) = shared.admit(peer.ip()) else {
-            tokio::spawn(refuse_busy(stream, endpoint.tls_mode));
+            tokio::spawn(refuse_busy(stream, endpoint.config.tls_mode));
             continue;
         };
         let id = shared.counter.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("session", id, peer = %peer, endpoint = %endpoint.name);
+        let span = tracing::info_span!("session", id, peer = %peer, endpoint = %endpoint.name());
         let conn = Connection { endpoint: endpoint.clone(), shared: shared.clone(), peer, shutdown: shutdown.clone() };
         tokio::spawn(
             async move {
@@ -145,18 +209,17 @@ struct Connection {
 
 impl Connection {
     fn info(&self) -> ConnectionInfo {
-        ConnectionInfo { endpoint: self.endpoint.name.clone(), tls_mode: self.endpoint.tls_mode, peer: self.peer }
+        ConnectionInfo { endpoint: self.endpoint.config.clone(), peer: self.peer }
     }
 
-    fn limit(&self, secs: u64) -> Duration {
-        Duration::from_secs(secs)
+    fn limits(&self) -> &crate::config::Limits {
+        &self.shared.ctx.config.limits
     }
 
     async fn run(mut self, stream: TcpStream) {
-        let limits = self.shared.ctx.config.limits.clone();
-        let deadline = Instant::now() + self.limit(limits.session_timeout);
+        let deadline = Instant::now() + Duration::from_secs(self.limits().session_timeout);
         tracing::debug!("connected");
-        let plain = match self.endpoint.tls_mode {
+        let mut plain = match self.endpoint.config.tls_mode {
             TlsMode::Implicit => stream,
             TlsMode::Starttls => {
                 let mut session = Session::new(self.shared.ctx.clone(), self.info(), None);
@@ -166,34 +229,94 @@ impl Connection {
                 }
             }
         };
-        let Some((tls, facts)) = self.handshake(plain, limits.tls_handshake_timeout).await else { return };
-        tracing::info!(tls_version = %facts.version, cipher = %facts.cipher, sni = ?facts.sni, "TLS established");
-        let implicit = self.endpoint.tls_mode == TlsMode::Implicit;
-        let mut session = Session::new(self.shared.ctx.clone(), self.info(), Some(facts));
-        // RFC 3207 §4.2: no new greeting after STARTTLS; implicit TLS greets inside TLS.
-        let _ = self.drive(tls, &mut session, implicit, deadline).await;
-        tracing::debug!(messages = session.messages(), "session ended");
+        let hello_timeout = Duration::from_secs(self.limits().tls_hello_timeout);
+        let (prefix, hello) = read_client_hello(&mut plain, hello_timeout).await;
+        let hello = match hello {
+            Ok(h) => Some(h),
+            Err(e) => {
+                self.shared.tls_counters.hello_error(&e);
+                if e != HelloError::Unparsed {
+                    tracing::info!(reason = %e, bytes = prefix.len(), "TLS attempt without a usable ClientHello; closed");
+                    return;
+                }
+                tracing::info!(reason = %e, "ClientHello not parseable from one record; trying rustls");
+                None
+            }
+        };
+        let today = (self.shared.ctx.clock)().date_naive();
+        let offered = hello.as_ref().map(|h| h.offered_max);
+        if policy::before_handshake(&self.endpoint.config, offered, today) == HelloVerdict::Refuse {
+            TlsCounters::bump(&self.shared.tls_counters.refused_at_handshake);
+            tracing::info!(
+                offered_max = ?offered, fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()),
+                sni = hello.as_ref().and_then(|h| h.sni.as_deref()), "legacy TLS refused at handshake"
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), plain.write_all(&PROTOCOL_VERSION_ALERT)).await;
+            return;
+        }
+        let io = Prefixed::new(prefix, plain);
+        let stack = hello.as_ref().map_or(Stack::Rustls, |h| choose_stack(h, &self.endpoint.rustls_suites));
+        let handshake = Duration::from_secs(self.limits().tls_handshake_timeout);
+        match stack {
+            Stack::Rustls => {
+                let r = tokio::time::timeout(handshake, self.endpoint.rustls.accept(io)).await;
+                let Some(tls) = self.handshake_result(r.map(|x| x.map_err(|e| e.to_string()))) else { return };
+                let facts = rustls_facts(tls.get_ref().1, hello.as_ref());
+                TlsCounters::bump(&self.shared.tls_counters.served_rustls);
+                self.serve_tls(tls, facts, deadline).await;
+            }
+            Stack::OpenSsl => {
+                let r = tokio::time::timeout(handshake, openssl_accept(&self.endpoint.openssl, io)).await;
+                let Some(tls) = self.handshake_result(r) else { return };
+                let facts = openssl_facts(tls.ssl(), hello.as_ref());
+                TlsCounters::bump(&self.shared.tls_counters.served_openssl);
+                self.serve_tls(tls, facts, deadline).await;
+            }
+        }
     }
 
-    async fn handshake(
-        &self,
-        stream: TcpStream,
-        timeout_secs: u64,
-    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, TlsFacts)> {
-        match tokio::time::timeout(self.limit(timeout_secs), self.endpoint.acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                let facts = rustls_facts(tls.get_ref().1, None);
-                Some((tls, facts))
-            }
+    fn handshake_result<T>(&self, r: Result<Result<T, String>, tokio::time::error::Elapsed>) -> Option<T> {
+        match r {
+            Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
+                TlsCounters::bump(&self.shared.tls_counters.handshake_failed);
                 tracing::info!(error = %e, "TLS handshake failed");
                 None
             }
             Err(_) => {
+                TlsCounters::bump(&self.shared.tls_counters.handshake_failed);
                 tracing::info!("TLS handshake timed out");
                 None
             }
         }
+    }
+
+    /// After the handshake: explain and close, or run the session inside TLS.
+    async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut tls: S, facts: TlsFacts, deadline: Instant) {
+        tracing::info!(
+            tls_version = %facts.version, cipher = %facts.cipher, sni = ?facts.sni,
+            offered_max = ?facts.offered_max, fingerprint = ?facts.fingerprint, "TLS established"
+        );
+        let today = (self.shared.ctx.clock)().date_naive();
+        let verdict = {
+            let mut rng = self.shared.rng.lock().unwrap_or_else(|p| p.into_inner());
+            policy::after_handshake(&self.endpoint.config, facts.version, today, &mut *rng)
+        };
+        if let SessionVerdict::Explain(reply) = verdict {
+            TlsCounters::bump(&self.shared.tls_counters.explained_421);
+            tracing::info!(tls_version = %facts.version, "legacy TLS session answered 421 4.7.66");
+            close_with(tls, reply).await;
+            return;
+        }
+        let implicit = self.endpoint.config.tls_mode == TlsMode::Implicit;
+        let mut session = Session::new(self.shared.ctx.clone(), self.info(), Some(facts));
+        // RFC 3207 §4.2: no new greeting after STARTTLS; implicit TLS greets inside TLS.
+        if implicit {
+            let _ = self.drive(&mut tls, &mut session, true, deadline).await;
+        } else {
+            let _ = self.drive(&mut tls, &mut session, false, deadline).await;
+        }
+        tracing::debug!(messages = session.messages(), "session ended");
     }
 
     /// Moves bytes between `stream` and `session` until the session closes or asks for TLS.
@@ -270,6 +393,17 @@ impl Connection {
 /// Resolves once shutdown has been asked for (at once if it already was).
 pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// The OpenSSL handshake over the replayed stream.
+async fn openssl_accept<S: AsyncRead + AsyncWrite + Unpin>(
+    acceptor: &openssl::ssl::SslAcceptor,
+    io: S,
+) -> Result<tokio_openssl::SslStream<S>, String> {
+    let ssl = openssl::ssl::Ssl::new(acceptor.context()).map_err(|e| e.to_string())?;
+    let mut stream = tokio_openssl::SslStream::new(ssl, io).map_err(|e| e.to_string())?;
+    Pin::new(&mut stream).accept().await.map_err(|e| e.to_string())?;
+    Ok(stream)
 }
 
 async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> std::io::Result<()> {

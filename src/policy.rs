@@ -6,7 +6,13 @@
 //! issues add the TLS rollout schedule and tenant opt-in here, with `now` and the random
 //! source passed in.
 
+use crate::config::{Endpoint, LegacyTls, StepAction};
+use crate::directory::LegacySettings;
 use crate::reply::Reply;
+use crate::tls::TlsVersion;
+use chrono::NaiveDate;
+use rand::Rng;
+use std::net::IpAddr;
 
 /// What the session knows when a client sends MAIL FROM.
 #[derive(Debug, Clone, Copy)]
@@ -53,9 +59,307 @@ pub fn recipient(address: &str, domain_tenant: Option<&str>, user_exists: bool) 
     }
 }
 
+/// The legacy-TLS rule of an endpoint in force on a date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyRule {
+    Allow,
+    /// Answer `421 4.7.66` to this percentage of legacy sessions, serve the others.
+    RejectPercent(u8),
+    Explain,
+    Refuse,
+}
+
+/// The schedule's latest step on or before `today`, else the endpoint's `legacy_tls`.
+pub fn legacy_rule(ep: &Endpoint, today: NaiveDate) -> LegacyRule {
+    let action = ep.schedule.iter().rev().find(|s| s.from <= today).map(|s| s.action);
+    match action.unwrap_or(StepAction::Set(ep.legacy_tls)) {
+        StepAction::RejectPercent(0) | StepAction::Set(LegacyTls::Allow) => LegacyRule::Allow,
+        StepAction::RejectPercent(p) if p >= 100 => LegacyRule::Explain,
+        StepAction::RejectPercent(p) => LegacyRule::RejectPercent(p),
+        StepAction::Set(LegacyTls::Explain) => LegacyRule::Explain,
+        StepAction::Set(LegacyTls::Refuse) => LegacyRule::Refuse,
+    }
+}
+
+/// Before the handshake, from the ClientHello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelloVerdict {
+    Handshake,
+    /// Send a protocol_version alert and close.
+    Refuse,
+}
+
+/// A hello offering at most SSL 3.0 is always refused; one offering at most TLS 1.1 is
+/// refused when the rule in force is `refuse`. An unparsed hello (`None`) proceeds: the
+/// version is checked again after the handshake.
+pub fn before_handshake(ep: &Endpoint, offered_max: Option<TlsVersion>, today: NaiveDate) -> HelloVerdict {
+    match offered_max {
+        Some(TlsVersion::Ssl3) => HelloVerdict::Refuse,
+        Some(v) if v.is_legacy() && legacy_rule(ep, today) == LegacyRule::Refuse => HelloVerdict::Refuse,
+        _ => HelloVerdict::Handshake,
+    }
+}
+
+/// After the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionVerdict {
+    Serve,
+    /// Send this `421 4.7.66` and close, before any AUTH.
+    Explain(Reply),
+}
+
+/// TLS 1.2+ is always served. Below, the rule in force decides; `rng` draws for a
+/// `reject_percent` step; a version the endpoint does not list is explained.
+pub fn after_handshake(ep: &Endpoint, version: TlsVersion, today: NaiveDate, rng: &mut impl Rng) -> SessionVerdict {
+    if !version.is_legacy() {
+        return SessionVerdict::Serve;
+    }
+    let explain = || SessionVerdict::Explain(Reply::legacy_tls_not_supported(ep.legacy_hint.as_deref()));
+    if !ep.tls_versions.contains(&version) {
+        return explain();
+    }
+    match legacy_rule(ep, today) {
+        LegacyRule::Allow => SessionVerdict::Serve,
+        LegacyRule::RejectPercent(p) if rng.gen_range(0..100u8) < p => explain(),
+        LegacyRule::RejectPercent(_) => SessionVerdict::Serve,
+        LegacyRule::Explain | LegacyRule::Refuse => explain(),
+    }
+}
+
+/// Why a legacy session was refused at AUTH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptInRefusal {
+    Vetoed,
+    NotOptedIn,
+    Expired(NaiveDate),
+    UserOutOfScope,
+    NetworkOutOfScope,
+}
+
+impl OptInRefusal {
+    /// A short name for logs and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Vetoed => "vetoed",
+            Self::NotOptedIn => "not_opted_in",
+            Self::Expired(_) => "opt_in_expired",
+            Self::UserOutOfScope => "user_out_of_scope",
+            Self::NetworkOutOfScope => "network_out_of_scope",
+        }
+    }
+}
+
+/// The facts of an authenticated legacy session that the opt-in is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct LegacyLogin<'a> {
+    pub version: TlsVersion,
+    pub user: &'a str,
+    pub client: IpAddr,
+    pub today: NaiveDate,
+}
+
+/// A session below TLS 1.2 on an endpoint that requires opt-in is served only for a
+/// tenant that opted in, is not vetoed by the operator, and whose opt-in covers the date
+/// (`legacy_until` inclusive), the user and the client network.
+pub fn legacy_opt_in(ep: &Endpoint, t: &LegacySettings, login: LegacyLogin<'_>) -> Result<(), OptInRefusal> {
+    if !login.version.is_legacy() || !ep.legacy_requires_opt_in {
+        return Ok(());
+    }
+    if t.forbidden {
+        return Err(OptInRefusal::Vetoed);
+    }
+    if !t.allowed {
+        return Err(OptInRefusal::NotOptedIn);
+    }
+    if let Some(until) = t.until.filter(|u| login.today > *u) {
+        return Err(OptInRefusal::Expired(until));
+    }
+    if !t.users.is_empty() && !t.users.iter().any(|u| u.eq_ignore_ascii_case(login.user)) {
+        return Err(OptInRefusal::UserOutOfScope);
+    }
+    let ip = login.client.to_canonical();
+    if !t.networks.is_empty() && !t.networks.iter().any(|n| n.contains(&ip)) {
+        return Err(OptInRefusal::NetworkOutOfScope);
+    }
+    Ok(())
+}
+
+/// The 5xx for an opt-in refusal: the reason and the way out.
+pub fn opt_in_reply(ep: &Endpoint, refusal: &OptInRefusal, login: LegacyLogin<'_>) -> Reply {
+    let v = login.version.human();
+    let upgrade = match &ep.modern_hint {
+        Some(hint) => format!("use TLS 1.2 or later on {hint}"),
+        None => "use TLS 1.2 or later".to_string(),
+    };
+    let text = match refusal {
+        OptInRefusal::Vetoed => format!("Legacy TLS ({v}) is forbidden for your organization by the service operator; {upgrade}"),
+        OptInRefusal::NotOptedIn => format!("Legacy TLS ({v}) is not enabled for your organization; {upgrade}"),
+        OptInRefusal::Expired(d) => format!("Legacy TLS ({v}) for your organization ended on {d}; {upgrade}"),
+        OptInRefusal::UserOutOfScope => format!(
+            "Legacy TLS ({v}) is not enabled for {}; {upgrade}, or ask your administrator to add this account to the legacy opt-in",
+            login.user
+        ),
+        OptInRefusal::NetworkOutOfScope => format!(
+            "Legacy TLS ({v}) is not allowed from {} for your organization; {upgrade}, or ask your administrator to add this network to the legacy opt-in",
+            login.client.to_canonical()
+        ),
+    };
+    Reply::legacy_opt_in_refused(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ScheduleStep, TlsMode};
+    use rand::SeedableRng;
+
+    fn endpoint(legacy_tls: LegacyTls, versions: &[TlsVersion], schedule: Vec<ScheduleStep>) -> Endpoint {
+        Endpoint {
+            name: "e".into(),
+            listen: vec!["127.0.0.1:587".parse().unwrap()],
+            tls_mode: TlsMode::Starttls,
+            tls_versions: versions.to_vec(),
+            legacy_tls,
+            schedule,
+            legacy_requires_opt_in: true,
+            legacy_hint: Some("port 2588".into()),
+            modern_hint: Some("port 587".into()),
+        }
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    const ALL: [TlsVersion; 4] = [TlsVersion::Tls10, TlsVersion::Tls11, TlsVersion::Tls12, TlsVersion::Tls13];
+    const MODERN: [TlsVersion; 2] = [TlsVersion::Tls12, TlsVersion::Tls13];
+
+    fn steps() -> Vec<ScheduleStep> {
+        vec![
+            ScheduleStep { from: d("2026-12-01"), action: StepAction::RejectPercent(10) },
+            ScheduleStep { from: d("2027-01-15"), action: StepAction::RejectPercent(50) },
+            ScheduleStep { from: d("2027-03-01"), action: StepAction::RejectPercent(100) },
+            ScheduleStep { from: d("2027-06-01"), action: StepAction::Set(LegacyTls::Refuse) },
+        ]
+    }
+
+    #[test]
+    fn schedule_follows_the_date() {
+        let ep = endpoint(LegacyTls::Allow, &ALL, steps());
+        let cases = [
+            ("2026-11-30", LegacyRule::Allow),
+            ("2026-12-01", LegacyRule::RejectPercent(10)),
+            ("2027-01-14", LegacyRule::RejectPercent(10)),
+            ("2027-01-15", LegacyRule::RejectPercent(50)),
+            ("2027-03-01", LegacyRule::Explain),
+            ("2027-06-01", LegacyRule::Refuse),
+            ("2030-01-01", LegacyRule::Refuse),
+        ];
+        for (day, want) in cases {
+            assert_eq!(legacy_rule(&ep, d(day)), want, "{day}");
+        }
+    }
+
+    #[test]
+    fn handshake_verdicts() {
+        let std_explain = endpoint(LegacyTls::Explain, &MODERN, vec![]);
+        let std_refuse = endpoint(LegacyTls::Refuse, &MODERN, vec![]);
+        let legacy = endpoint(LegacyTls::Allow, &ALL, steps());
+        let today = d("2026-11-24");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // (endpoint, offered, negotiated, date) -> (before, after is Serve)
+        let cases: [(&Endpoint, Option<TlsVersion>, TlsVersion, &str, HelloVerdict, bool); 9] = [
+            (&std_explain, Some(TlsVersion::Tls10), TlsVersion::Tls10, "2026-11-24", HelloVerdict::Handshake, false),
+            (&std_explain, Some(TlsVersion::Tls13), TlsVersion::Tls13, "2026-11-24", HelloVerdict::Handshake, true),
+            (&std_explain, Some(TlsVersion::Tls12), TlsVersion::Tls12, "2026-11-24", HelloVerdict::Handshake, true),
+            (&std_refuse, Some(TlsVersion::Tls11), TlsVersion::Tls11, "2026-11-24", HelloVerdict::Refuse, false),
+            (&std_refuse, None, TlsVersion::Tls10, "2026-11-24", HelloVerdict::Handshake, false),
+            (&std_refuse, Some(TlsVersion::Ssl3), TlsVersion::Ssl3, "2026-11-24", HelloVerdict::Refuse, false),
+            (&legacy, Some(TlsVersion::Tls10), TlsVersion::Tls10, "2026-11-24", HelloVerdict::Handshake, true),
+            (&legacy, Some(TlsVersion::Tls10), TlsVersion::Tls10, "2027-03-01", HelloVerdict::Handshake, false),
+            (&legacy, Some(TlsVersion::Tls10), TlsVersion::Tls10, "2027-06-01", HelloVerdict::Refuse, false),
+        ];
+        for (i, (ep, offered, negotiated, day, before, serve)) in cases.into_iter().enumerate() {
+            assert_eq!(before_handshake(ep, offered, d(day)), before, "case {i}");
+            let after = after_handshake(ep, negotiated, d(day), &mut rng);
+            assert_eq!(after == SessionVerdict::Serve, serve, "case {i}: {after:?}");
+            if let SessionVerdict::Explain(r) = after {
+                let text = r.to_text();
+                assert!(text.starts_with("421 4.7.66 TLS 1.0 and 1.1 are not supported on this endpoint. Use TLS 1.2 or later."), "{text}");
+                assert!(text.contains("port 2588"), "names the legacy endpoint: {text}");
+            }
+        }
+        let _ = today;
+    }
+
+    #[test]
+    fn reject_percent_uses_the_injected_random_source() {
+        let mut ep = endpoint(LegacyTls::Allow, &ALL, vec![]);
+        for (p, lo, hi) in [(0u8, 0, 0), (50, 350, 650), (100, 1000, 1000)] {
+            ep.schedule = vec![ScheduleStep { from: d("2020-01-01"), action: StepAction::RejectPercent(p) }];
+            let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+            let explained = (0..1000)
+                .filter(|_| after_handshake(&ep, TlsVersion::Tls10, d("2026-11-24"), &mut rng) != SessionVerdict::Serve)
+                .count();
+            assert!((lo..=hi).contains(&explained), "p={p}: {explained}");
+            // Same seed, same draws.
+            let mut a = rand::rngs::StdRng::seed_from_u64(7);
+            let mut b = rand::rngs::StdRng::seed_from_u64(7);
+            let run = |r: &mut rand::rngs::StdRng| (0..50).map(|_| after_handshake(&ep, TlsVersion::Tls10, d("2026-11-24"), r) == SessionVerdict::Serve).collect::<Vec<_>>();
+            assert_eq!(run(&mut a), run(&mut b));
+        }
+    }
+
+    #[test]
+    fn opt_in_table() {
+        let ep = endpoint(LegacyTls::Allow, &ALL, vec![]);
+        let mut relaxed = ep.clone();
+        relaxed.legacy_requires_opt_in = false;
+        let on = LegacySettings { allowed: true, ..Default::default() };
+        let net: ipnet::IpNet = "10.1.0.0/16".parse().unwrap();
+        let login = |user: &'static str, ip: &str, version: TlsVersion, day: &str| LegacyLogin {
+            version,
+            user,
+            client: ip.parse().unwrap(),
+            today: d(day),
+        };
+        let l10 = login("a@x.test", "10.1.2.3", TlsVersion::Tls10, "2026-11-24");
+        let cases: Vec<(&Endpoint, LegacySettings, LegacyLogin, Result<(), OptInRefusal>)> = vec![
+            (&ep, on.clone(), l10, Ok(())),
+            (&ep, LegacySettings::default(), l10, Err(OptInRefusal::NotOptedIn)),
+            (&ep, LegacySettings::default(), login("a@x.test", "10.1.2.3", TlsVersion::Tls12, "2026-11-24"), Ok(())),
+            (&relaxed, LegacySettings::default(), l10, Ok(())),
+            (&ep, LegacySettings { forbidden: true, ..on.clone() }, l10, Err(OptInRefusal::Vetoed)),
+            (&ep, LegacySettings { until: Some(d("2026-11-24")), ..on.clone() }, l10, Ok(())),
+            (&ep, LegacySettings { until: Some(d("2026-11-23")), ..on.clone() }, l10, Err(OptInRefusal::Expired(d("2026-11-23")))),
+            (&ep, LegacySettings { users: vec!["b@x.test".into()], ..on.clone() }, l10, Err(OptInRefusal::UserOutOfScope)),
+            (&ep, LegacySettings { users: vec!["A@X.test".into()], ..on.clone() }, l10, Ok(())),
+            (&ep, LegacySettings { networks: vec![net], ..on.clone() }, l10, Ok(())),
+            (&ep, LegacySettings { networks: vec![net], ..on.clone() }, login("a@x.test", "::ffff:10.1.9.9", TlsVersion::Tls11, "2026-11-24"), Ok(())),
+            (&ep, LegacySettings { networks: vec![net], ..on.clone() }, login("a@x.test", "10.2.0.1", TlsVersion::Tls10, "2026-11-24"), Err(OptInRefusal::NetworkOutOfScope)),
+        ];
+        for (i, (ep, settings, login, want)) in cases.into_iter().enumerate() {
+            let got = legacy_opt_in(ep, &settings, login);
+            assert_eq!(got, want, "case {i}");
+            if let Err(refusal) = got {
+                let text = opt_in_reply(ep, &refusal, login).to_text();
+                assert!(text.starts_with("534 5.7.9 Legacy TLS (TLS 1."), "{text}");
+                assert!(text.contains("use TLS 1.2 or later on port 587"), "{text}");
+            }
+        }
+        // Each refusal has its own text.
+        let texts: std::collections::HashSet<String> = [
+            OptInRefusal::Vetoed,
+            OptInRefusal::NotOptedIn,
+            OptInRefusal::Expired(d("2026-01-01")),
+            OptInRefusal::UserOutOfScope,
+            OptInRefusal::NetworkOutOfScope,
+        ]
+        .iter()
+        .map(|r| opt_in_reply(&ep, r, l10).to_text())
+        .collect();
+        assert_eq!(texts.len(), 5);
+    }
 
     /// (TLS active, authenticated user, MAIL FROM, expected refusal code and text).
     type MailCase<'a> = (bool, Option<&'a str>, &'a str, Option<(u16, &'a str)>);

@@ -162,6 +162,22 @@ impl Reply {
         reply(530, (5, 7, 0), "Must issue a STARTTLS command first")
     }
 
+    // ---- legacy TLS ------------------------------------------------------------------------------
+
+    /// After a TLS 1.0/1.1 handshake on an endpoint that does not serve it (as Exchange
+    /// Online did): readable, before any AUTH, then the connection closes.
+    pub fn legacy_tls_not_supported(legacy_hint: Option<&str>) -> Reply {
+        let mut text = String::from("TLS 1.0 and 1.1 are not supported on this endpoint. Use TLS 1.2 or later.");
+        if let Some(hint) = legacy_hint {
+            text.push_str(&format!(" Organizations that opted in to legacy TLS may use the legacy endpoint on {hint}."));
+        }
+        reply(421, (4, 7, 66), text)
+    }
+    /// RFC 4954 §6: 534 5.7.9 at AUTH, the text naming the reason and the way out.
+    pub fn legacy_opt_in_refused(text: String) -> Reply {
+        reply(534, (5, 7, 9), text)
+    }
+
     // ---- AUTH (RFC 4954) ------------------------------------------------------------------------
 
     /// RFC 4954 §6: 538 when the mechanism needs an encrypted channel.

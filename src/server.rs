@@ -29,6 +29,11 @@ pub struct RunningServer {
 
 /// Opens everything and starts listening. Errors say which piece failed and why.
 pub async fn start(config: Arc<Config>) -> anyhow::Result<RunningServer> {
+    start_with_clock(config, crate::session::system_clock()).await
+}
+
+/// As [`start`], with the clock that schedules and opt-in end dates follow.
+pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let directory = Directory::open(&config.directory_path())
@@ -36,18 +41,23 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("cannot open the directory {}", config.directory_path().display()))?;
     let (spool, new_messages) =
         Spool::open(&config.spool_dir()).with_context(|| format!("cannot open the spool {}", config.spool_dir().display()))?;
-    let ctx = crate::session::context(config.clone(), directory.clone(), spool.clone());
+    let ctx = crate::session::context(config.clone(), directory.clone(), spool.clone(), clock);
     let shared = Shared::new(ctx);
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let mut bound = Vec::new();
+    let openssl = Arc::new(
+        crate::tls::legacy::openssl_acceptor(&config.certificates).context("OpenSSL (legacy TLS) configuration")?,
+    );
+    let rustls_suites = Arc::new(crate::tls::rustls_suite_ids());
     for ep in &config.endpoints {
         let tls = crate::tls::rustls_config(&config.certificates, &ep.tls_versions)
             .with_context(|| format!("endpoint {}: TLS configuration", ep.name))?;
         let runtime = Arc::new(EndpointRuntime {
-            name: ep.name.clone(),
-            tls_mode: ep.tls_mode,
-            acceptor: tokio_rustls::TlsAcceptor::from(tls),
+            config: Arc::new(ep.clone()),
+            rustls: tokio_rustls::TlsAcceptor::from(tls),
+            openssl: openssl.clone(),
+            rustls_suites: rustls_suites.clone(),
         });
         for addr in &ep.listen {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -60,8 +70,9 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<RunningServer> {
     let mut tasks = Vec::new();
     for (runtime, listener) in bound {
         let addr = listener.local_addr()?;
-        tracing::info!(endpoint = %runtime.name, %addr, mode = ?runtime.tls_mode, "listening");
-        listeners.push((runtime.name.clone(), addr));
+        let ep = &runtime.config;
+        tracing::info!(endpoint = %ep.name, %addr, mode = ?ep.tls_mode, versions = ?ep.tls_versions, legacy_tls = ?ep.legacy_tls, "listening");
+        listeners.push((ep.name.clone(), addr));
         tasks.push(tokio::spawn(accept_loop(listener, runtime, shared.clone(), shutdown_rx.clone())));
     }
     let runner = QueueRunner {
@@ -76,6 +87,11 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<RunningServer> {
 }
 
 impl RunningServer {
+    /// Counts of TLS attempts by outcome.
+    pub fn tls_counters(&self) -> &crate::listener::TlsCounters {
+        &self.shared.tls_counters
+    }
+
     /// The first address of the named endpoint.
     pub fn addr(&self, endpoint: &str) -> Option<SocketAddr> {
         self.listeners.iter().find(|(n, _)| n == endpoint).map(|(_, a)| *a)

@@ -679,15 +679,16 @@ fn cli_administration_and_errors() {
     assert_eq!(
         tenants,
         serde_json::json!([
-            {"name": "contoso", "domains": ["contoso.test"], "users": 2},
-            {"name": "fabrikam", "domains": [], "users": 0},
+            {"name": "contoso", "domains": ["contoso.test"], "users": 2, "legacy": {"allowed": false, "until": null, "users": [], "networks": [], "forbidden": false}},
+            {"name": "fabrikam", "domains": [], "users": 0, "legacy": {"allowed": false, "until": null, "users": [], "networks": [], "forbidden": false}},
         ])
     );
     let show = env.ok(&["tenant", "show", "contoso"], None);
     let show: Vec<Vec<&str>> = show.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(show, vec![vec!["tenant:", "contoso"], vec!["domains:", "contoso.test"], vec!["users:", "2"]]);
+    assert_eq!(show[..3], vec![vec!["tenant:", "contoso"], vec!["domains:", "contoso.test"], vec!["users:", "2"]]);
+    assert_eq!(show[4], vec!["opted", "in:", "off"]);
     let show: Value = serde_json::from_str(&env.ok(&["tenant", "show", "contoso", "--format", "json"], None)).unwrap();
-    assert_eq!(show, serde_json::json!({"name": "contoso", "domains": ["contoso.test"], "users": 2}));
+    assert_eq!(show, serde_json::json!({"name": "contoso", "domains": ["contoso.test"], "users": 2, "legacy": {"allowed": false, "until": null, "users": [], "networks": [], "forbidden": false}}));
     env.fails(&["tenant", "show", "nope"], None, &["no tenant named \"nope\""]);
 
     // check-config: good, then bad keys.

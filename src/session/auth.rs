@@ -7,6 +7,7 @@
 
 use super::{Mode, Session};
 use crate::directory::AuthOutcome;
+use crate::policy;
 use crate::reply::Reply;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -118,9 +119,38 @@ impl Session {
         }
     }
 
+    /// Below TLS 1.2, the tenant's opt-in is checked after the password and before any
+    /// MAIL; a refusal is a 534 naming the reason.
+    async fn legacy_opt_in(&self, user: &str, tenant: &str) -> Result<(), Reply> {
+        let Some(version) = self.tls.as_ref().map(|t| t.version).filter(|v| v.is_legacy()) else {
+            return Ok(());
+        };
+        let settings = match self.ctx.directory.legacy_settings(tenant).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "directory error reading the legacy opt-in");
+                return Err(Reply::temporary_auth_failure());
+            }
+        };
+        let login = policy::LegacyLogin {
+            version,
+            user,
+            client: self.conn.peer.ip(),
+            today: (self.ctx.clock)().date_naive(),
+        };
+        let ep = &self.conn.endpoint;
+        policy::legacy_opt_in(ep, &settings, login).map_err(|refusal| {
+            tracing::info!(user, tenant, tls_version = %version, reason = refusal.name(), "legacy TLS session refused at AUTH");
+            policy::opt_in_reply(ep, &refusal, login)
+        })
+    }
+
     async fn verify(&mut self, login: &str, password: &str) -> Reply {
         match self.ctx.directory.authenticate(login, password).await {
             Ok(AuthOutcome::Ok(user)) => {
+                if let Err(reply) = self.legacy_opt_in(&user.address, &user.tenant).await {
+                    return reply;
+                }
                 tracing::info!(user = %user.address, tenant = %user.tenant, "authenticated");
                 self.user = Some(user);
                 Reply::auth_ok()

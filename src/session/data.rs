@@ -142,7 +142,7 @@ impl Session {
             auth_user: user.address.clone(),
             tenant: user.tenant.clone(),
             client_ip: self.conn.peer.ip().to_canonical().to_string(),
-            endpoint: self.conn.endpoint.clone(),
+            endpoint: self.conn.endpoint.name.clone(),
         };
         let header = self.received_header(&id);
         let writer = spool.create(&envelope, header.as_bytes()).await.map_err(|e| {

@@ -18,7 +18,7 @@ mod envelope;
 #[cfg(test)]
 mod tests;
 
-use crate::config::{Config, TlsMode};
+use crate::config::{Config, Endpoint, TlsMode};
 use crate::directory::{Directory, User};
 use crate::queue::{Recipient, Spool};
 use crate::reply::Reply;
@@ -28,19 +28,33 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The current time; injected so that tests can move it.
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(chrono::Utc::now)
+}
+
 /// What a server shares with all its sessions.
 pub struct SessionContext {
     pub config: Arc<Config>,
     pub directory: Directory,
     pub spool: Arc<Spool>,
+    pub clock: Clock,
 }
 
 /// Where a session came in.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
-    pub endpoint: String,
-    pub tls_mode: TlsMode,
+    pub endpoint: Arc<Endpoint>,
     pub peer: SocketAddr,
+}
+
+impl ConnectionInfo {
+    fn tls_mode(&self) -> TlsMode {
+        self.endpoint.tls_mode
+    }
 }
 
 /// What the driver must do after [`Session::ingest`].
@@ -322,7 +336,7 @@ impl Session {
             return Reply::helo(&cfg.hostname, &host);
         }
         let mut ext = Vec::new();
-        if self.tls.is_none() && self.conn.tls_mode == TlsMode::Starttls {
+        if self.tls.is_none() && self.conn.tls_mode() == TlsMode::Starttls {
             ext.push("STARTTLS".to_string());
         }
         // RFC 4954 §4 and RFC 6409 §4.3: AUTH only once the channel is encrypted.
@@ -349,6 +363,6 @@ impl Session {
 }
 
 /// Builds a session context from a loaded configuration (used by the server and tests).
-pub fn context(config: Arc<Config>, directory: Directory, spool: Arc<Spool>) -> Arc<SessionContext> {
-    Arc::new(SessionContext { config, directory, spool })
+pub fn context(config: Arc<Config>, directory: Directory, spool: Arc<Spool>, clock: Clock) -> Arc<SessionContext> {
+    Arc::new(SessionContext { config, directory, spool, clock })
 }

@@ -26,12 +26,23 @@ async fn harness(extra: &str) -> Harness {
     directory.add_user("scanner@contoso.test", "scanner-password", true).await.unwrap();
     let (spool, _rx) = Spool::open(&config.spool_dir()).unwrap();
     std::mem::forget(_rx); // keep the channel open: commits notify it
-    let ctx = context(config, directory, spool.clone());
+    let ctx = context(config, directory, spool.clone(), system_clock());
     Harness { _dir: dir, ctx, spool }
 }
 
 fn conn() -> ConnectionInfo {
-    ConnectionInfo { endpoint: "sub".into(), tls_mode: TlsMode::Starttls, peer: "127.0.0.1:40000".parse().unwrap() }
+    let endpoint = Arc::new(Endpoint {
+        name: "sub".into(),
+        listen: vec![],
+        tls_mode: TlsMode::Starttls,
+        tls_versions: vec![crate::tls::TlsVersion::Tls12, crate::tls::TlsVersion::Tls13],
+        legacy_tls: crate::config::LegacyTls::Explain,
+        schedule: vec![],
+        legacy_requires_opt_in: true,
+        legacy_hint: None,
+        modern_hint: None,
+    });
+    ConnectionInfo { endpoint, peer: "127.0.0.1:40000".parse().unwrap() }
 }
 
 fn tls() -> Option<TlsFacts> {

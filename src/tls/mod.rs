@@ -7,6 +7,7 @@
 //! session (the legacy OpenSSL stack arrives with the legacy endpoint).
 
 pub mod hello;
+pub mod legacy;
 
 use crate::config::CertificatePair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -99,6 +100,8 @@ pub struct TlsFacts {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    #[error("TLS handshake: {0}")]
+    Handshake(String),
     #[error("cannot read {path}: {error}")]
     Read { path: String, error: std::io::Error },
     #[error("{path}: {problem}")]
@@ -194,6 +197,36 @@ pub fn rustls_facts(conn: &rustls::ServerConnection, hello: Option<&hello::Hello
         offered_max: hello.map(|h| h.offered_max),
     }
 }
+
+/// The TLS stack that serves a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    Rustls,
+    OpenSsl,
+}
+
+/// The suites the rustls provider implements, as wire values.
+pub fn rustls_suite_ids() -> Vec<u16> {
+    rustls::crypto::aws_lc_rs::default_provider().cipher_suites.iter().map(|s| u16::from(s.suite())).collect()
+}
+
+/// RFC 8446 / ARCHITECTURE: a hello that can do TLS 1.2+ with a suite rustls implements
+/// (and, for TLS 1.2, the signature_algorithms extension rustls requires) goes to rustls;
+/// everything else (at most TLS 1.1, or TLS 1.2 with only CBC/RSA-kx suites) to OpenSSL.
+/// A hello offering TLS 1.3 with a TLS 1.3 suite always goes to rustls.
+pub fn choose_stack(hello: &hello::HelloInfo, rustls_suites: &[u16]) -> Stack {
+    let shared = hello.ciphers.iter().any(|c| rustls_suites.contains(c));
+    let tls13_suite = hello.ciphers.iter().any(|c| (0x1301..=0x1305).contains(c) && rustls_suites.contains(c));
+    match hello.offered_max {
+        TlsVersion::Tls13 if tls13_suite => Stack::Rustls,
+        v if v >= TlsVersion::Tls12 && shared && hello.has_signature_algorithms => Stack::Rustls,
+        _ => Stack::OpenSsl,
+    }
+}
+
+/// A fatal protocol_version alert (RFC 8446 §6.2, alert 70) in a TLS 1.0 record, the
+/// refusal a client understands whatever it offered.
+pub const PROTOCOL_VERSION_ALERT: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46];
 
 /// Generates a self-signed RSA-2048 certificate for `names` (PEM cert, PEM key).
 pub fn self_signed_rsa(names: &[&str], days: u32) -> Result<(String, String), openssl::error::ErrorStack> {
