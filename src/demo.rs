@@ -6,7 +6,9 @@
 //! tenants `contoso` (contoso.test: alice, scanner) and `fabrikam` (fabrikam.test: bob,
 //! printer) with random passwords written to `demo-credentials.txt` (mode 0600); later
 //! runs reuse the directory as it is. Ports follow `--port-base N`: standard STARTTLS on
-//! N+87 and standard implicit TLS on N+65 (`--port-base 0` picks free ports).
+//! N+87, standard implicit TLS on N+65, legacy STARTTLS on N+88 and legacy implicit TLS on
+//! N+66 (`--port-base 0` picks free ports). `fabrikam` has opted in to legacy TLS, `contoso`
+//! has not, so both sides of the legacy policy can be tried at once.
 
 use crate::config::Config;
 use crate::directory::{generate_password, Directory, DirectoryError};
@@ -22,7 +24,7 @@ pub struct DemoArgs {
     /// The demo directory (created if missing, reused as it is if present).
     #[arg(long, default_value = "./mailgate-demo")]
     pub data: PathBuf,
-    /// First port: STARTTLS on N+87, implicit TLS on N+65; 0 picks free ports.
+    /// First port: standard STARTTLS N+87, implicit N+65; legacy STARTTLS N+88, implicit N+66; 0 picks free ports.
     #[arg(long, default_value_t = 2500)]
     pub port_base: u16,
 }
@@ -34,7 +36,7 @@ fn port(base: u16, offset: u16) -> anyhow::Result<u16> {
     if base == 0 {
         return Ok(0);
     }
-    base.checked_add(offset).with_context(|| format!("--port-base {base} is too high (the demo uses up to N+87)"))
+    base.checked_add(offset).with_context(|| format!("--port-base {base} is too high (the demo uses up to N+88)"))
 }
 
 fn demo_config(base: u16) -> anyhow::Result<String> {
@@ -59,9 +61,25 @@ name = "standard-implicit"
 listen = ["127.0.0.1:{implicit}"]
 tls_mode = "implicit"
 tls_versions = ["1.2", "1.3"]
+
+# Legacy endpoints: TLS 1.0 and 1.1 too, for tenants that opted in
+# (mailgate tenant set NAME --allow-legacy-tls on).
+[[endpoint]]
+name = "legacy-starttls"
+listen = ["127.0.0.1:{legacy_starttls}"]
+tls_mode = "starttls"
+tls_versions = ["1.0", "1.1", "1.2", "1.3"]
+
+[[endpoint]]
+name = "legacy-implicit"
+listen = ["127.0.0.1:{legacy_implicit}"]
+tls_mode = "implicit"
+tls_versions = ["1.0", "1.1", "1.2", "1.3"]
 "#,
         starttls = port(base, 87)?,
         implicit = port(base, 65)?,
+        legacy_starttls = port(base, 88)?,
+        legacy_implicit = port(base, 66)?,
     ))
 }
 
@@ -133,6 +151,11 @@ async fn seed(dir: &Directory, creds_path: &Path) -> anyhow::Result<BTreeMap<Str
             }
         }
     }
+    // fabrikam keeps an old printer: it opted in to legacy TLS; contoso did not.
+    let opt_in = crate::directory::LegacyChanges { allowed: Some(true), ..Default::default() };
+    if !dir.legacy_settings("fabrikam").await?.allowed {
+        dir.set_legacy("fabrikam", &opt_in).await?;
+    }
     let text: String = creds.iter().map(|(a, p)| format!("{a} {p}\n")).collect();
     write_private(creds_path, text.as_bytes())?;
     Ok(creds)
@@ -161,6 +184,19 @@ fn banner(dir: &Path, server: &crate::server::RunningServer, creds: &BTreeMap<St
     if let Some(a) = implicit {
         s.push_str(&format!(
             "Send with curl (implicit TLS):\n  curl --ssl-reqd --cacert {d}/tls/cert.pem --url smtps://localhost:{port} \\\n    --user 'alice@contoso.test:{pw}' --mail-from alice@contoso.test \\\n    --mail-rcpt scanner@contoso.test --upload-file {d}/sample-message.eml\n\n",
+            port = a.port()
+        ));
+    }
+    if let Some(a) = server.addr("legacy-starttls") {
+        let printer = creds.get("printer@fabrikam.test").map(String::as_str).unwrap_or("PASSWORD");
+        s.push_str(&format!(
+            "Send over TLS 1.0 as fabrikam's printer (fabrikam opted in to legacy TLS; contoso did not):\n  swaks --server 127.0.0.1 --port {port} --tls --tls-protocol tlsv1 --tls-cipher 'DEFAULT:@SECLEVEL=0' \\\n    --auth PLAIN --auth-user printer@fabrikam.test --auth-password '{printer}' \\\n    --from printer@fabrikam.test --to bob@fabrikam.test\n\n",
+            port = a.port()
+        ));
+    }
+    if let Some(a) = starttls {
+        s.push_str(&format!(
+            "TLS 1.0 on the standard endpoint gets a readable refusal (421 4.7.66):\n  swaks --server 127.0.0.1 --port {port} --tls --tls-protocol tlsv1 --tls-cipher 'DEFAULT:@SECLEVEL=0' --quit-after TLS\n\n",
             port = a.port()
         ));
     }

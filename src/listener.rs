@@ -248,7 +248,7 @@ impl Connection {
         if policy::before_handshake(&self.endpoint.config, offered, today) == HelloVerdict::Refuse {
             TlsCounters::bump(&self.shared.tls_counters.refused_at_handshake);
             tracing::info!(
-                offered_max = ?offered, fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()),
+                offered_max = offered.map(|v| v.name()), fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()),
                 sni = hello.as_ref().and_then(|h| h.sni.as_deref()), "legacy TLS refused at handshake"
             );
             let _ = tokio::time::timeout(Duration::from_secs(5), plain.write_all(&PROTOCOL_VERSION_ALERT)).await;
@@ -295,7 +295,7 @@ impl Connection {
     async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut tls: S, facts: TlsFacts, deadline: Instant) {
         tracing::info!(
             tls_version = %facts.version, cipher = %facts.cipher, sni = ?facts.sni,
-            offered_max = ?facts.offered_max, fingerprint = ?facts.fingerprint, "TLS established"
+            offered_max = facts.offered_max.map(|v| v.name()), fingerprint = facts.fingerprint.as_deref(), "TLS established"
         );
         let today = (self.shared.ctx.clock)().date_naive();
         let verdict = {
