@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Handshake rate of the legacy path (OpenSSL, TLS 1.0/1.1) beside the modern path
+# (rustls, TLS 1.2/1.3), against one release server with an RSA-2048 certificate.
+# Each run: implicit TLS, connect + handshake + greeting + QUIT, C clients for D seconds.
+# Usage: bench/handshake.sh [--duration D] [--concurrency C]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=10; C=16
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) D=$2; shift 2;; --concurrency) C=$2; shift 2;;
+    *) echo "usage: $0 [--duration D] [--concurrency C]" >&2; exit 2;;
+  esac
+done
+cargo build --release --quiet --bin mailgate --bin mailgate-load
+work=$(mktemp -d)
+server_pid=""
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" -days 2 2>/dev/null
+cat > "$work/mailgate.toml" <<TOML
+hostname = "bench.test"
+data_dir = "data"
+[log]
+level = "warn"
+[limits]
+max_sessions_per_ip = 10000
+[[tls.certificate]]
+cert = "cert.pem"
+key = "key.pem"
+[[endpoint]]
+name = "standard-implicit"
+listen = ["127.0.0.1:0"]
+tls_mode = "implicit"
+[[endpoint]]
+name = "legacy-implicit"
+listen = ["127.0.0.1:0"]
+tls_mode = "implicit"
+tls_versions = ["1.0", "1.1", "1.2", "1.3"]
+TOML
+target/release/mailgate serve --config "$work/mailgate.toml" > "$work/out" 2> "$work/err" &
+server_pid=$!
+for _ in $(seq 1 100); do [ "$(grep -c listening "$work/out" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
+std=$(awk '$2=="standard-implicit"{print $3}' "$work/out")
+leg=$(awk '$2=="legacy-implicit"{print $3}' "$work/out")
+[ -n "$std" ] && [ -n "$leg" ] || { echo "server did not start"; cat "$work/err"; exit 1; }
+
+run() { # label addr tls
+  target/release/mailgate-load --addr "$2" --mode implicit --tls "$3" -c "$C" --duration "$D" --handshake-only --json --label "$1" | tail -1
+}
+results=()
+results+=("$(run 'rustls TLS 1.3 (standard)' "$std" 1.3)")
+results+=("$(run 'rustls TLS 1.2 (standard)' "$std" 1.2)")
+results+=("$(run 'OpenSSL TLS 1.0 (legacy)' "$leg" 1.0)")
+results+=("$(run 'OpenSSL TLS 1.1 (legacy)' "$leg" 1.1)")
+results+=("$(run 'rustls TLS 1.3 (legacy endpoint)' "$leg" 1.3)")
+sign=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/{print $6}')
+echo
+echo "Handshakes, implicit TLS, RSA-2048, concurrency $C, $D s each, $(nproc) cores (client and server share them)"
+printf '%-34s %12s %10s %10s %8s\n' "path" "handshakes/s" "p50 ms" "p99 ms" "errors"
+for r in "${results[@]}"; do
+  python3 - "$r" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+p = r["phases_ms"][0] if r["phases_ms"] else {"p50": 0, "p99": 0}
+print(f'{r["label"]:<34} {r["sessions_per_sec"]:>12.1f} {p["p50"]:>10.2f} {p["p99"]:>10.2f} {sum(r["errors"].values()):>8}')
+PY
+done
+echo "openssl speed rsa2048: ${sign:-?} signs/s per core (one RSA signature per full handshake)"
