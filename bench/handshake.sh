@@ -45,8 +45,15 @@ std=$(awk '$2=="standard-implicit"{print $3}' "$work/out")
 leg=$(awk '$2=="legacy-implicit"{print $3}' "$work/out")
 [ -n "$std" ] && [ -n "$leg" ] || { echo "server did not start"; cat "$work/err"; exit 1; }
 
-run() { # label addr tls
-  target/release/mailgate-load --addr "$2" --mode implicit --tls "$3" -c "$C" --duration "$D" --handshake-only --json --label "$1" | tail -1
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+run() { # label addr tls -> the load generator's JSON with the server's CPU seconds added
+  local before after
+  before=$(cpu_ticks)
+  local json
+  json=$(target/release/mailgate-load --addr "$2" --mode implicit --tls "$3" -c "$C" --duration "$D" --handshake-only --json --label "$1" | tail -1)
+  after=$(cpu_ticks)
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["server_cpu_s"]=(int(sys.argv[2])-int(sys.argv[3]))/int(sys.argv[4]); print(json.dumps(r))' \
+    "$json" "$after" "$before" "$(getconf CLK_TCK)"
 }
 results=()
 results+=("$(run 'rustls TLS 1.3 (standard)' "$std" 1.3)")
@@ -57,13 +64,15 @@ results+=("$(run 'rustls TLS 1.3 (legacy endpoint)' "$leg" 1.3)")
 sign=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/{print $6}')
 echo
 echo "Handshakes, implicit TLS, RSA-2048, concurrency $C, $D s each, $(nproc) cores (client and server share them)"
-printf '%-34s %12s %10s %10s %8s\n' "path" "handshakes/s" "p50 ms" "p99 ms" "errors"
+printf '%-34s %12s %10s %10s %14s %8s\n' "path" "handshakes/s" "p50 ms" "p99 ms" "server CPU ms" "errors"
 for r in "${results[@]}"; do
   python3 - "$r" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
 p = r["phases_ms"][0] if r["phases_ms"] else {"p50": 0, "p99": 0}
-print(f'{r["label"]:<34} {r["sessions_per_sec"]:>12.1f} {p["p50"]:>10.2f} {p["p99"]:>10.2f} {sum(r["errors"].values()):>8}')
+cpu = 1000 * r["server_cpu_s"] / max(r["sessions"], 1)
+print(f'{r["label"]:<34} {r["sessions_per_sec"]:>12.1f} {p["p50"]:>10.2f} {p["p99"]:>10.2f} {cpu:>14.3f} {sum(r["errors"].values()):>8}')
 PY
 done
+echo "server CPU ms = server CPU time per handshake (the portable figure: the load generator shares the cores)"
 echo "openssl speed rsa2048: ${sign:-?} signs/s per core (one RSA signature per full handshake)"
