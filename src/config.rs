@@ -142,11 +142,6 @@ pub struct Endpoint {
     pub schedule: Vec<ScheduleStep>,
     /// Whether legacy sessions need their tenant's opt-in (checked at AUTH).
     pub legacy_requires_opt_in: bool,
-    /// Where this endpoint's refusals point legacy clients (another endpoint that
-    /// serves TLS 1.0/1.1 with the same TLS mode), e.g. "port 2588".
-    pub legacy_hint: Option<String>,
-    /// Where legacy replies point clients that should upgrade, e.g. "port 587".
-    pub modern_hint: Option<String>,
 }
 
 impl Endpoint {
@@ -309,23 +304,6 @@ impl Config {
     }
 }
 
-/// Points each endpoint's legacy replies at a sibling: modern clients to an endpoint with
-/// the same TLS mode that does not serve legacy TLS, legacy clients to one that does.
-fn link_hints(endpoints: &mut [Endpoint]) {
-    let port_of = |e: &Endpoint| e.listen.first().map(|a| format!("port {}", a.port()));
-    let pick = |me: &Endpoint, legacy: bool, all: &[Endpoint]| {
-        all.iter()
-            .filter(|o| o.name != me.name && (o.serves_legacy() && o.legacy_tls != LegacyTls::Refuse) == legacy)
-            .min_by_key(|o| o.tls_mode != me.tls_mode)
-            .and_then(port_of)
-    };
-    let snapshot = endpoints.to_vec();
-    for e in endpoints.iter_mut() {
-        e.legacy_hint = pick(e, true, &snapshot);
-        e.modern_hint = if e.serves_legacy() { pick(e, false, &snapshot) } else { port_of(e) };
-    }
-}
-
 struct Validator<'a> {
     path: &'a Path,
 }
@@ -359,7 +337,6 @@ impl Validator<'_> {
         for (i, e) in raw.endpoints.into_iter().enumerate() {
             endpoints.push(self.endpoint(i, e, &endpoints)?);
         }
-        link_hints(&mut endpoints);
         self.limits(&raw.limits)?;
         if raw.queue.retry_interval == 0 {
             return Err(self.err("queue.retry_interval", "must be at least 1 second"));
@@ -447,8 +424,6 @@ impl Validator<'_> {
             legacy_tls,
             schedule,
             legacy_requires_opt_in: e.legacy_requires_opt_in,
-            legacy_hint: None,
-            modern_hint: None,
         })
     }
 
@@ -565,8 +540,6 @@ mod tests {
         assert_eq!(legacy.legacy_tls, LegacyTls::Allow);
         assert_eq!(legacy.schedule[0].action, StepAction::RejectPercent(10));
         assert_eq!(legacy.schedule[1].action, StepAction::Set(LegacyTls::Refuse));
-        assert_eq!(std.legacy_hint.as_deref(), Some("port 2588"));
-        assert_eq!(legacy.modern_hint.as_deref(), Some("port 587"));
         let bad = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\nlegacy_tls = \"allow\"");
         assert!(error_of(&bad).contains("endpoint[0].tls_versions"));
         let bad = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\nschedule = [{ from = \"2026-13-01\", reject_percent = 100 }]");

@@ -153,7 +153,10 @@ async fn seed(dir: &Directory, creds_path: &Path) -> anyhow::Result<BTreeMap<Str
     }
     // fabrikam keeps an old printer: it opted in to legacy TLS; contoso did not.
     let opt_in = crate::directory::LegacyChanges { allowed: Some(true), ..Default::default() };
-    if !dir.legacy_settings("fabrikam").await?.allowed {
+    let fabrikam = dir.legacy_settings("fabrikam").await?;
+    if fabrikam.forbidden {
+        tracing::warn!("fabrikam is forbidden legacy TLS (--forbid-legacy-tls on); the TLS 1.0 example will be refused");
+    } else if !fabrikam.allowed {
         dir.set_legacy("fabrikam", &opt_in).await?;
     }
     let text: String = creds.iter().map(|(a, p)| format!("{a} {p}\n")).collect();

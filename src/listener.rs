@@ -237,6 +237,8 @@ impl Connection {
                 self.shared.tls_counters.hello_error(&e);
                 if e != HelloError::Unparsed {
                     tracing::info!(reason = %e, bytes = prefix.len(), "TLS attempt without a usable ClientHello; closed");
+                    // Close our side first: the client sees an orderly end, not a reset.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), plain.shutdown()).await;
                     return;
                 }
                 tracing::info!(reason = %e, "ClientHello not parseable from one record; trying rustls");
@@ -251,7 +253,11 @@ impl Connection {
                 offered_max = offered.map(|v| v.name()), fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()),
                 sni = hello.as_ref().and_then(|h| h.sni.as_deref()), "legacy TLS refused at handshake"
             );
-            let _ = tokio::time::timeout(Duration::from_secs(5), plain.write_all(&PROTOCOL_VERSION_ALERT)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                plain.write_all(&PROTOCOL_VERSION_ALERT).await?;
+                plain.shutdown().await
+            })
+            .await;
             return;
         }
         let io = Prefixed::new(prefix, plain);
@@ -262,15 +268,13 @@ impl Connection {
                 let r = tokio::time::timeout(handshake, self.endpoint.rustls.accept(io)).await;
                 let Some(tls) = self.handshake_result(r.map(|x| x.map_err(|e| e.to_string()))) else { return };
                 let facts = rustls_facts(tls.get_ref().1, hello.as_ref());
-                TlsCounters::bump(&self.shared.tls_counters.served_rustls);
-                self.serve_tls(tls, facts, deadline).await;
+                self.serve_tls(tls, facts, stack, deadline).await;
             }
             Stack::OpenSsl => {
                 let r = tokio::time::timeout(handshake, openssl_accept(&self.endpoint.openssl, io)).await;
                 let Some(tls) = self.handshake_result(r) else { return };
                 let facts = openssl_facts(tls.ssl(), hello.as_ref());
-                TlsCounters::bump(&self.shared.tls_counters.served_openssl);
-                self.serve_tls(tls, facts, deadline).await;
+                self.serve_tls(tls, facts, stack, deadline).await;
             }
         }
     }
@@ -292,22 +296,29 @@ impl Connection {
     }
 
     /// After the handshake: explain and close, or run the session inside TLS.
-    async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut tls: S, facts: TlsFacts, deadline: Instant) {
+    async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut tls: S, facts: TlsFacts, stack: Stack, deadline: Instant) {
         tracing::info!(
-            tls_version = %facts.version, cipher = %facts.cipher, sni = ?facts.sni,
+            stack = ?stack, tls_version = %facts.version, cipher = %facts.cipher, sni = facts.sni.as_deref(),
             offered_max = facts.offered_max.map(|v| v.name()), fingerprint = facts.fingerprint.as_deref(), "TLS established"
         );
         let today = (self.shared.ctx.clock)().date_naive();
         let verdict = {
             let mut rng = self.shared.rng.lock().unwrap_or_else(|p| p.into_inner());
-            policy::after_handshake(&self.endpoint.config, facts.version, today, &mut *rng)
+            policy::after_handshake(&self.endpoint.config, &self.shared.ctx.endpoints, facts.version, today, &mut *rng)
         };
-        if let SessionVerdict::Explain(reply) = verdict {
-            TlsCounters::bump(&self.shared.tls_counters.explained_421);
-            tracing::info!(tls_version = %facts.version, "legacy TLS session answered 421 4.7.66");
-            close_with(tls, reply).await;
-            return;
+        match verdict {
+            SessionVerdict::Serve => {}
+            SessionVerdict::Explain(reply) | SessionVerdict::Defer(reply) => {
+                TlsCounters::bump(&self.shared.tls_counters.explained_421);
+                tracing::info!(tls_version = %facts.version, reply = %reply.to_text().trim_end(), "TLS session answered 421");
+                close_with(tls, reply).await;
+                return;
+            }
         }
+        TlsCounters::bump(match stack {
+            Stack::Rustls => &self.shared.tls_counters.served_rustls,
+            Stack::OpenSsl => &self.shared.tls_counters.served_openssl,
+        });
         let implicit = self.endpoint.config.tls_mode == TlsMode::Implicit;
         let mut session = Session::new(self.shared.ctx.clone(), self.info(), Some(facts));
         // RFC 3207 §4.2: no new greeting after STARTTLS; implicit TLS greets inside TLS.

@@ -104,25 +104,66 @@ pub fn before_handshake(ep: &Endpoint, offered_max: Option<TlsVersion>, today: N
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionVerdict {
     Serve,
-    /// Send this `421 4.7.66` and close, before any AUTH.
+    /// Send this 421 and close, before any AUTH: the version is not served here.
     Explain(Reply),
+    /// Send this `421 4.7.66` and close: a `reject_percent` step drew this session.
+    Defer(Reply),
 }
 
-/// TLS 1.2+ is always served. Below, the rule in force decides; `rng` draws for a
-/// `reject_percent` step; a version the endpoint does not list is explained.
-pub fn after_handshake(ep: &Endpoint, version: TlsVersion, today: NaiveDate, rng: &mut impl Rng) -> SessionVerdict {
+fn port_of(e: &Endpoint) -> Option<String> {
+    e.listen.first().map(|a| format!("port {}", a.port()))
+}
+
+/// Another endpoint with the same TLS mode that serves legacy TLS on `today`: where a
+/// legacy refusal points a device whose organization opted in.
+pub fn legacy_hint(all: &[Endpoint], me: &Endpoint, today: NaiveDate) -> Option<String> {
+    all.iter()
+        .filter(|o| o.name != me.name && o.tls_mode == me.tls_mode && o.serves_legacy())
+        .filter(|o| matches!(legacy_rule(o, today), LegacyRule::Allow | LegacyRule::RejectPercent(_)))
+        .find_map(port_of)
+}
+
+/// Where a legacy client should send once it speaks TLS 1.2+: a sibling with the same TLS
+/// mode, preferring one that serves no legacy TLS; else this endpoint itself (TLS 1.2+
+/// is served on every endpoint).
+pub fn modern_hint(all: &[Endpoint], me: &Endpoint) -> Option<String> {
+    let same_mode = || all.iter().filter(|o| o.name != me.name && o.tls_mode == me.tls_mode);
+    same_mode()
+        .find(|o| !o.serves_legacy())
+        .or_else(|| same_mode().next())
+        .and_then(port_of)
+        .or_else(|| port_of(me))
+}
+
+/// Versions the endpoint does not list are answered with a 421; TLS 1.2+ listed is
+/// served; below, the rule in force decides, `rng` drawing for a `reject_percent` step.
+/// `all` is every endpoint with its bound address, for the hint in the reply.
+pub fn after_handshake(
+    ep: &Endpoint,
+    all: &[Endpoint],
+    version: TlsVersion,
+    today: NaiveDate,
+    rng: &mut impl Rng,
+) -> SessionVerdict {
+    let hint = || legacy_hint(all, ep, today);
+    let not_supported = || SessionVerdict::Explain(Reply::legacy_tls_not_supported(hint().as_deref()));
+    if !ep.tls_versions.contains(&version) {
+        return if version.is_legacy() {
+            not_supported()
+        } else {
+            SessionVerdict::Explain(Reply::tls_version_not_offered(version, &ep.tls_versions))
+        };
+    }
     if !version.is_legacy() {
         return SessionVerdict::Serve;
     }
-    let explain = || SessionVerdict::Explain(Reply::legacy_tls_not_supported(ep.legacy_hint.as_deref()));
-    if !ep.tls_versions.contains(&version) {
-        return explain();
-    }
     match legacy_rule(ep, today) {
         LegacyRule::Allow => SessionVerdict::Serve,
-        LegacyRule::RejectPercent(p) if rng.gen_range(0..100u8) < p => explain(),
+        LegacyRule::RejectPercent(p) if rng.gen_range(0..100u8) < p => {
+            SessionVerdict::Defer(Reply::legacy_tls_deferred(hint().as_deref()))
+        }
         LegacyRule::RejectPercent(_) => SessionVerdict::Serve,
-        LegacyRule::Explain | LegacyRule::Refuse => explain(),
+        LegacyRule::Explain | LegacyRule::Refuse => not_supported(),
     }
 }
 
@@ -162,11 +203,15 @@ pub struct LegacyLogin<'a> {
 /// tenant that opted in, is not vetoed by the operator, and whose opt-in covers the date
 /// (`legacy_until` inclusive), the user and the client network.
 pub fn legacy_opt_in(ep: &Endpoint, t: &LegacySettings, login: LegacyLogin<'_>) -> Result<(), OptInRefusal> {
-    if !login.version.is_legacy() || !ep.legacy_requires_opt_in {
+    if !login.version.is_legacy() {
         return Ok(());
     }
+    // The operator's veto holds on every endpoint, opt-in required or not.
     if t.forbidden {
         return Err(OptInRefusal::Vetoed);
+    }
+    if !ep.legacy_requires_opt_in {
+        return Ok(());
     }
     if !t.allowed {
         return Err(OptInRefusal::NotOptedIn);
@@ -185,9 +230,9 @@ pub fn legacy_opt_in(ep: &Endpoint, t: &LegacySettings, login: LegacyLogin<'_>) 
 }
 
 /// The 5xx for an opt-in refusal: the reason and the way out.
-pub fn opt_in_reply(ep: &Endpoint, refusal: &OptInRefusal, login: LegacyLogin<'_>) -> Reply {
+pub fn opt_in_reply(ep: &Endpoint, all: &[Endpoint], refusal: &OptInRefusal, login: LegacyLogin<'_>) -> Reply {
     let v = login.version.human();
-    let upgrade = match &ep.modern_hint {
+    let upgrade = match modern_hint(all, ep) {
         Some(hint) => format!("use TLS 1.2 or later on {hint}"),
         None => "use TLS 1.2 or later".to_string(),
     };
@@ -222,9 +267,17 @@ mod tests {
             legacy_tls,
             schedule,
             legacy_requires_opt_in: true,
-            legacy_hint: Some("port 2588".into()),
-            modern_hint: Some("port 587".into()),
         }
+    }
+
+    /// A standard endpoint on 587 and a legacy one on 2588, both STARTTLS.
+    fn pair(std: LegacyTls, legacy_schedule: Vec<ScheduleStep>) -> Vec<Endpoint> {
+        let mut s = endpoint(std, &MODERN, vec![]);
+        s.name = "std".into();
+        let mut l = endpoint(LegacyTls::Allow, &ALL, legacy_schedule);
+        l.name = "legacy".into();
+        l.listen = vec!["127.0.0.1:2588".parse().unwrap()];
+        vec![s, l]
     }
 
     fn d(s: &str) -> NaiveDate {
@@ -261,14 +314,35 @@ mod tests {
     }
 
     #[test]
+    fn hints_follow_bound_ports_mode_and_schedule() {
+        let all = pair(LegacyTls::Explain, steps());
+        assert_eq!(legacy_hint(&all, &all[0], d("2026-11-24")).as_deref(), Some("port 2588"));
+        assert_eq!(legacy_hint(&all, &all[0], d("2027-03-01")), None, "legacy endpoint no longer serves legacy then");
+        assert_eq!(modern_hint(&all, &all[1]).as_deref(), Some("port 587"));
+        let mut implicit = all.clone();
+        implicit[1].tls_mode = TlsMode::Implicit;
+        assert_eq!(legacy_hint(&implicit, &implicit[0], d("2026-11-24")), None, "never a hint to another TLS mode");
+        // A version the endpoint does not list, even TLS 1.2, is not served.
+        let mut only13 = all[0].clone();
+        only13.tls_versions = vec![TlsVersion::Tls13];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        match after_handshake(&only13, &all, TlsVersion::Tls12, d("2026-11-24"), &mut rng) {
+            SessionVerdict::Explain(r) => assert!(r.to_text().starts_with("421 4.7.0 TLS 1.2 is not offered"), "{}", r.to_text()),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
     fn handshake_verdicts() {
-        let std_explain = endpoint(LegacyTls::Explain, &MODERN, vec![]);
+        let all = pair(LegacyTls::Explain, vec![]);
+        let std_explain = all[0].clone();
         let std_refuse = endpoint(LegacyTls::Refuse, &MODERN, vec![]);
         let legacy = endpoint(LegacyTls::Allow, &ALL, steps());
         let today = d("2026-11-24");
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        // (endpoint, offered, negotiated, date) -> (before, after is Serve)
-        let cases: [(&Endpoint, Option<TlsVersion>, TlsVersion, &str, HelloVerdict, bool); 9] = [
+        // (endpoint, offered, negotiated, date, verdict before the handshake, served after it)
+        type Case<'a> = (&'a Endpoint, Option<TlsVersion>, TlsVersion, &'a str, HelloVerdict, bool);
+        let cases: [Case; 9] = [
             (&std_explain, Some(TlsVersion::Tls10), TlsVersion::Tls10, "2026-11-24", HelloVerdict::Handshake, false),
             (&std_explain, Some(TlsVersion::Tls13), TlsVersion::Tls13, "2026-11-24", HelloVerdict::Handshake, true),
             (&std_explain, Some(TlsVersion::Tls12), TlsVersion::Tls12, "2026-11-24", HelloVerdict::Handshake, true),
@@ -281,12 +355,14 @@ mod tests {
         ];
         for (i, (ep, offered, negotiated, day, before, serve)) in cases.into_iter().enumerate() {
             assert_eq!(before_handshake(ep, offered, d(day)), before, "case {i}");
-            let after = after_handshake(ep, negotiated, d(day), &mut rng);
+            let after = after_handshake(ep, &all, negotiated, d(day), &mut rng);
             assert_eq!(after == SessionVerdict::Serve, serve, "case {i}: {after:?}");
             if let SessionVerdict::Explain(r) = after {
                 let text = r.to_text();
                 assert!(text.starts_with("421 4.7.66 TLS 1.0 and 1.1 are not supported on this endpoint. Use TLS 1.2 or later."), "{text}");
-                assert!(text.contains("port 2588"), "names the legacy endpoint: {text}");
+                if ep.name == "std" {
+                    assert!(text.contains("port 2588"), "names the legacy endpoint: {text}");
+                }
             }
         }
         let _ = today;
@@ -299,20 +375,23 @@ mod tests {
             ep.schedule = vec![ScheduleStep { from: d("2020-01-01"), action: StepAction::RejectPercent(p) }];
             let mut rng = rand::rngs::StdRng::seed_from_u64(42);
             let explained = (0..1000)
-                .filter(|_| after_handshake(&ep, TlsVersion::Tls10, d("2026-11-24"), &mut rng) != SessionVerdict::Serve)
+                .filter(|_| after_handshake(&ep, &[], TlsVersion::Tls10, d("2026-11-24"), &mut rng) != SessionVerdict::Serve)
                 .count();
             assert!((lo..=hi).contains(&explained), "p={p}: {explained}");
             // Same seed, same draws.
             let mut a = rand::rngs::StdRng::seed_from_u64(7);
             let mut b = rand::rngs::StdRng::seed_from_u64(7);
-            let run = |r: &mut rand::rngs::StdRng| (0..50).map(|_| after_handshake(&ep, TlsVersion::Tls10, d("2026-11-24"), r) == SessionVerdict::Serve).collect::<Vec<_>>();
+            let run = |r: &mut rand::rngs::StdRng| {
+                (0..50).map(|_| after_handshake(&ep, &[], TlsVersion::Tls10, d("2026-11-24"), r) == SessionVerdict::Serve).collect::<Vec<_>>()
+            };
             assert_eq!(run(&mut a), run(&mut b));
         }
     }
 
     #[test]
     fn opt_in_table() {
-        let ep = endpoint(LegacyTls::Allow, &ALL, vec![]);
+        let all = pair(LegacyTls::Explain, vec![]);
+        let ep = all[1].clone();
         let mut relaxed = ep.clone();
         relaxed.legacy_requires_opt_in = false;
         let on = LegacySettings { allowed: true, ..Default::default() };
@@ -329,6 +408,7 @@ mod tests {
             (&ep, LegacySettings::default(), l10, Err(OptInRefusal::NotOptedIn)),
             (&ep, LegacySettings::default(), login("a@x.test", "10.1.2.3", TlsVersion::Tls12, "2026-11-24"), Ok(())),
             (&relaxed, LegacySettings::default(), l10, Ok(())),
+            (&relaxed, LegacySettings { forbidden: true, ..Default::default() }, l10, Err(OptInRefusal::Vetoed)),
             (&ep, LegacySettings { forbidden: true, ..on.clone() }, l10, Err(OptInRefusal::Vetoed)),
             (&ep, LegacySettings { until: Some(d("2026-11-24")), ..on.clone() }, l10, Ok(())),
             (&ep, LegacySettings { until: Some(d("2026-11-23")), ..on.clone() }, l10, Err(OptInRefusal::Expired(d("2026-11-23")))),
@@ -342,7 +422,7 @@ mod tests {
             let got = legacy_opt_in(ep, &settings, login);
             assert_eq!(got, want, "case {i}");
             if let Err(refusal) = got {
-                let text = opt_in_reply(ep, &refusal, login).to_text();
+                let text = opt_in_reply(ep, &all, &refusal, login).to_text();
                 assert!(text.starts_with("534 5.7.9 Legacy TLS (TLS 1."), "{text}");
                 assert!(text.contains("use TLS 1.2 or later on port 587"), "{text}");
             }
@@ -356,7 +436,7 @@ mod tests {
             OptInRefusal::NetworkOutOfScope,
         ]
         .iter()
-        .map(|r| opt_in_reply(&ep, r, l10).to_text())
+        .map(|r| opt_in_reply(&ep, &all, r, l10).to_text())
         .collect();
         assert_eq!(texts.len(), 5);
     }

@@ -173,6 +173,21 @@ impl Reply {
         }
         reply(421, (4, 7, 66), text)
     }
+    /// A `reject_percent` step drew this legacy session: retry later, or upgrade.
+    pub fn legacy_tls_deferred(legacy_hint: Option<&str>) -> Reply {
+        let mut text = String::from(
+            "TLS 1.0 and 1.1 are being retired on this endpoint and this session was deferred; try again later. Use TLS 1.2 or later.",
+        );
+        if let Some(hint) = legacy_hint {
+            text.push_str(&format!(" Organizations that opted in to legacy TLS may use the legacy endpoint on {hint}."));
+        }
+        reply(421, (4, 7, 66), text)
+    }
+    /// A TLS 1.2+ version that this endpoint does not list in `tls_versions`.
+    pub fn tls_version_not_offered(version: crate::tls::TlsVersion, offered: &[crate::tls::TlsVersion]) -> Reply {
+        let list: Vec<&str> = offered.iter().map(|v| v.human()).collect();
+        reply(421, (4, 7, 0), format!("{} is not offered on this endpoint; use {}", version.human(), list.join(" or ")))
+    }
     /// RFC 4954 §6: 534 5.7.9 at AUTH, the text naming the reason and the way out.
     pub fn legacy_opt_in_refused(text: String) -> Reply {
         reply(534, (5, 7, 9), text)

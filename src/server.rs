@@ -41,31 +41,45 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
         .with_context(|| format!("cannot open the directory {}", config.directory_path().display()))?;
     let (spool, new_messages) =
         Spool::open(&config.spool_dir()).with_context(|| format!("cannot open the spool {}", config.spool_dir().display()))?;
-    let ctx = crate::session::context(config.clone(), directory.clone(), spool.clone(), clock);
+    // Bind first: replies name the ports really bound (port 0 resolved).
+    let mut endpoints = config.endpoints.clone();
+    let mut sockets = Vec::new();
+    for (i, ep) in endpoints.iter_mut().enumerate() {
+        for addr in ep.listen.iter_mut() {
+            let listener = tokio::net::TcpListener::bind(*addr)
+                .await
+                .with_context(|| format!("endpoint {}: cannot listen on {addr}", ep.name))?;
+            *addr = listener.local_addr()?;
+            sockets.push((i, listener));
+        }
+    }
+    let endpoints = Arc::new(endpoints);
+    let ctx = Arc::new(crate::session::SessionContext {
+        config: config.clone(),
+        endpoints: endpoints.clone(),
+        directory: directory.clone(),
+        spool: spool.clone(),
+        clock,
+    });
     let shared = Shared::new(ctx);
     let (shutdown, shutdown_rx) = watch::channel(false);
 
-    let mut bound = Vec::new();
     let openssl = Arc::new(
         crate::tls::legacy::openssl_acceptor(&config.certificates).context("OpenSSL (legacy TLS) configuration")?,
     );
     let rustls_suites = Arc::new(crate::tls::rustls_suite_ids());
-    for ep in &config.endpoints {
+    let mut runtimes = Vec::new();
+    for ep in endpoints.iter() {
         let tls = crate::tls::rustls_config(&config.certificates, &ep.tls_versions)
             .with_context(|| format!("endpoint {}: TLS configuration", ep.name))?;
-        let runtime = Arc::new(EndpointRuntime {
+        runtimes.push(Arc::new(EndpointRuntime {
             config: Arc::new(ep.clone()),
             rustls: tokio_rustls::TlsAcceptor::from(tls),
             openssl: openssl.clone(),
             rustls_suites: rustls_suites.clone(),
-        });
-        for addr in &ep.listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("endpoint {}: cannot listen on {addr}", ep.name))?;
-            bound.push((runtime.clone(), listener));
-        }
+        }));
     }
+    let bound = sockets.into_iter().map(|(i, l)| (runtimes[i].clone(), l));
     let mut listeners = Vec::new();
     let mut tasks = Vec::new();
     for (runtime, listener) in bound {

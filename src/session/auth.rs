@@ -141,7 +141,7 @@ impl Session {
         let ep = &self.conn.endpoint;
         policy::legacy_opt_in(ep, &settings, login).map_err(|refusal| {
             tracing::info!(user, tenant, tls_version = %version, reason = refusal.name(), "legacy TLS session refused at AUTH");
-            policy::opt_in_reply(ep, &refusal, login)
+            policy::opt_in_reply(ep, &self.ctx.endpoints, &refusal, login)
         })
     }
 

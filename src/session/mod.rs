@@ -39,6 +39,8 @@ pub fn system_clock() -> Clock {
 /// What a server shares with all its sessions.
 pub struct SessionContext {
     pub config: Arc<Config>,
+    /// Every endpoint with its bound addresses (port 0 resolved), for reply hints.
+    pub endpoints: Arc<Vec<Endpoint>>,
     pub directory: Directory,
     pub spool: Arc<Spool>,
     pub clock: Clock,
@@ -364,5 +366,6 @@ impl Session {
 
 /// Builds a session context from a loaded configuration (used by the server and tests).
 pub fn context(config: Arc<Config>, directory: Directory, spool: Arc<Spool>, clock: Clock) -> Arc<SessionContext> {
-    Arc::new(SessionContext { config, directory, spool, clock })
+    let endpoints = Arc::new(config.endpoints.clone());
+    Arc::new(SessionContext { config, endpoints, directory, spool, clock })
 }

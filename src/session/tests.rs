@@ -39,8 +39,6 @@ fn conn() -> ConnectionInfo {
         legacy_tls: crate::config::LegacyTls::Explain,
         schedule: vec![],
         legacy_requires_opt_in: true,
-        legacy_hint: None,
-        modern_hint: None,
     });
     ConnectionInfo { endpoint, peer: "127.0.0.1:40000".parse().unwrap() }
 }

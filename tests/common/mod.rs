@@ -1,9 +1,12 @@
-//! Test harness: a real server on 127.0.0.1 port 0 in a temporary directory, and a raw
-//! SMTP client (plain, STARTTLS, implicit TLS) for protocol-level tests.
+//! Test harness: a real server on 127.0.0.1 port 0 in a temporary directory (the two
+//! standard endpoints, or endpoints the test gives; optionally on a clock the test moves),
+//! and a raw SMTP client (plain, STARTTLS, implicit TLS, or over a TLS stream the test made
+//! itself) for protocol-level tests.
 #![allow(dead_code)]
 
 use mailgate::config::Config;
 use mailgate::server::RunningServer;
+use mailgate::session::Clock;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +20,45 @@ pub const USERS: [(&str, &str); 4] = [
     ("bob@fabrikam.test", "bob-password-1"),
     ("printer@fabrikam.test", "printer-password-1"),
 ];
+
+/// The two endpoints of [`TestServer::start`]: STARTTLS and implicit TLS, TLS 1.2 and 1.3.
+pub const STANDARD_ENDPOINTS: &str = r#"
+[[endpoint]]
+name = "standard-starttls"
+listen = ["127.0.0.1:0"]
+tls_mode = "starttls"
+[[endpoint]]
+name = "standard-implicit"
+listen = ["127.0.0.1:0"]
+tls_mode = "implicit"
+"#;
+
+pub fn all_users() -> Vec<&'static str> {
+    USERS.iter().map(|(u, _)| *u).collect()
+}
+
+/// A clock that a test can move: `clock()` goes to the server, `set()` moves it.
+#[derive(Clone)]
+pub struct TestClock(Arc<std::sync::Mutex<chrono::DateTime<chrono::Utc>>>);
+
+impl TestClock {
+    /// Noon (UTC) on `day` ("2027-06-30").
+    pub fn at(day: &str) -> TestClock {
+        let c = TestClock(Arc::new(std::sync::Mutex::new(chrono::Utc::now())));
+        c.set(day);
+        c
+    }
+
+    pub fn set(&self, day: &str) {
+        let d = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").expect("a date like 2027-06-30");
+        *self.0.lock().unwrap() = d.and_hms_opt(12, 0, 0).unwrap().and_utc();
+    }
+
+    pub fn clock(&self) -> Clock {
+        let inner = self.0.clone();
+        Arc::new(move || *inner.lock().unwrap())
+    }
+}
 
 pub fn password(user: &str) -> &'static str {
     USERS.iter().find(|(u, _)| *u == user).map(|(_, p)| *p).expect("known test user")
@@ -34,8 +76,22 @@ impl TestServer {
         Self::start_with("").await
     }
 
-    /// Starts a server; `extra` is TOML appended to the config (e.g. a `[limits]` table).
+    /// Starts a server with the two standard endpoints; `extra` is TOML appended to the
+    /// config (e.g. a `[limits]` table).
     pub async fn start_with(extra: &str) -> TestServer {
+        Self::start_config(&format!("{STANDARD_ENDPOINTS}\n{extra}")).await
+    }
+
+    /// Starts a server whose endpoints (and any other tables) the caller gives as TOML;
+    /// what precedes it is `hostname`, `data_dir` and the certificate. All test users.
+    pub async fn start_config(endpoints_and_extra: &str) -> TestServer {
+        Self::start_custom(endpoints_and_extra, &all_users(), None).await
+    }
+
+    /// As [`start_config`], adding only `users` (each costs an argon2 hash in a debug
+    /// build) and, if given, running the server on `clock`. The tenants contoso and
+    /// fabrikam and their domains always exist.
+    pub async fn start_custom(endpoints_and_extra: &str, users: &[&str], clock: Option<Clock>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = mailgate::tls::self_signed_rsa(&["localhost", "127.0.0.1"], 30).unwrap();
         std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
@@ -47,34 +103,40 @@ data_dir = "data"
 [[tls.certificate]]
 cert = "cert.pem"
 key = "key.pem"
-[[endpoint]]
-name = "standard-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-[[endpoint]]
-name = "standard-implicit"
-listen = ["127.0.0.1:0"]
-tls_mode = "implicit"
-{extra}
+{endpoints_and_extra}
 "#
         );
         let path = dir.path().join("mailgate.toml");
         std::fs::write(&path, toml).unwrap();
         let config = Arc::new(Config::load(&path).unwrap());
-        let server = mailgate::server::start(config).await.unwrap();
+        let server = match clock {
+            Some(clock) => mailgate::server::start_with_clock(config, clock).await.unwrap(),
+            None => mailgate::server::start(config).await.unwrap(),
+        };
         let d = &server.directory;
         for (tenant, domain) in [("contoso", "contoso.test"), ("fabrikam", "fabrikam.test")] {
             d.add_tenant(tenant).await.unwrap();
             d.add_domain(domain, tenant).await.unwrap();
         }
-        for (user, pw) in USERS {
-            d.add_user(user, pw, true).await.unwrap();
+        // Users are added side by side: the argon2 hashes run on the blocking pool.
+        let mut adding = tokio::task::JoinSet::new();
+        for user in users {
+            let (d, user, pw) = (d.clone(), user.to_string(), password(user));
+            adding.spawn(async move { d.add_user(&user, pw, true).await.unwrap() });
+        }
+        while let Some(r) = adding.join_next().await {
+            r.unwrap();
         }
         TestServer { cert_path: dir.path().join("cert.pem"), cert_pem: cert, dir, server: Some(server) }
     }
 
     pub fn server(&self) -> &RunningServer {
         self.server.as_ref().unwrap()
+    }
+
+    /// The first address of the named endpoint.
+    pub fn addr(&self, endpoint: &str) -> SocketAddr {
+        self.server().addr(endpoint).unwrap_or_else(|| panic!("no endpoint {endpoint}"))
     }
 
     pub fn starttls_addr(&self) -> SocketAddr {
@@ -225,6 +287,18 @@ impl Raw {
         let (code, _) = r.reply().await;
         assert_eq!(code, 220);
         r
+    }
+
+    /// A client over a stream the test set up itself (e.g. an OpenSSL legacy TLS
+    /// client); nothing is read yet.
+    pub fn from_stream(stream: Box<dyn Io>, cert_pem: &str) -> Raw {
+        Raw { stream: Some(stream), plain: None, buf: Vec::new(), cert_pem: cert_pem.into() }
+    }
+
+    /// The plain TCP connection, for a test that starts TLS with its own client (after
+    /// `STARTTLS` got its 220). Bytes buffered in clear are dropped.
+    pub fn into_plain(mut self) -> TcpStream {
+        self.plain.take().expect("plain connection")
     }
 
     /// Starts TLS on the plain connection. Bytes already buffered are dropped, as a client
