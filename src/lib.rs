@@ -19,3 +19,4 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod usage;

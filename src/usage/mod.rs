@@ -1,0 +1,240 @@
+//! TLS usage: one event per connection, recorded off the session's critical path, kept
+//! raw for `usage.raw_retention_days` and as daily rollups for `usage.rollup_retention_days`,
+//! and the reports built on them (`report`).
+//!
+//! Sessions hand their event to [`Recorder::record`], which never waits: the event goes
+//! into a bounded channel, and when it is full the event is dropped and counted. A writer
+//! task takes events in batches and stores each batch in one transaction (raw rows and the
+//! rollup upserts together). The store is a trait ([`store::UsageStore`]) with a SQLite
+//! implementation; PostgreSQL can follow behind the same trait.
+
+pub mod report;
+pub mod store;
+
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How a connection ended, as far as TLS policy and reports care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// At least one message was accepted.
+    Delivered,
+    /// Answered `421` after the handshake: the version is not served on the endpoint.
+    Explained421,
+    /// Answered `421 4.7.66` by a `reject_percent` draw.
+    DeferredBySchedule,
+    /// Refused with a protocol_version alert before the handshake.
+    RefusedAtHandshake,
+    NotOptedIn,
+    OptInExpired,
+    UserOutOfScope,
+    NetworkOutOfScope,
+    Vetoed,
+    AuthFailed,
+    /// Anything else: no message sent, handshake failed, no usable ClientHello.
+    Other,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 11] = [
+        Outcome::Delivered,
+        Outcome::Explained421,
+        Outcome::DeferredBySchedule,
+        Outcome::RefusedAtHandshake,
+        Outcome::NotOptedIn,
+        Outcome::OptInExpired,
+        Outcome::UserOutOfScope,
+        Outcome::NetworkOutOfScope,
+        Outcome::Vetoed,
+        Outcome::AuthFailed,
+        Outcome::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Explained421 => "explained_421",
+            Outcome::DeferredBySchedule => "deferred_by_schedule",
+            Outcome::RefusedAtHandshake => "refused_at_handshake",
+            Outcome::NotOptedIn => "not_opted_in",
+            Outcome::OptInExpired => "opt_in_expired",
+            Outcome::UserOutOfScope => "user_out_of_scope",
+            Outcome::NetworkOutOfScope => "network_out_of_scope",
+            Outcome::Vetoed => "vetoed",
+            Outcome::AuthFailed => "auth_failed",
+            Outcome::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// The outcome of an opt-in refusal at AUTH.
+    pub fn from_refusal(r: &crate::policy::OptInRefusal) -> Outcome {
+        use crate::policy::OptInRefusal as R;
+        match r {
+            R::Vetoed => Outcome::Vetoed,
+            R::NotOptedIn => Outcome::NotOptedIn,
+            R::Expired(_) => Outcome::OptInExpired,
+            R::UserOutOfScope => Outcome::UserOutOfScope,
+            R::NetworkOutOfScope => Outcome::NetworkOutOfScope,
+        }
+    }
+}
+
+/// One connection, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEvent {
+    /// Unix seconds when the connection ended.
+    pub time: i64,
+    pub node: String,
+    pub endpoint: String,
+    pub client_ip: String,
+    /// `TLSv1.0` .. `TLSv1.3`, `SSLv3`, from the ClientHello.
+    pub offered_max: Option<String>,
+    /// The negotiated version, once a handshake completed.
+    pub version: Option<String>,
+    pub cipher: Option<String>,
+    pub sni: Option<String>,
+    pub fingerprint: Option<String>,
+    pub ehlo: Option<String>,
+    /// The authenticated user, or the login that failed or was refused.
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    pub outcome: Outcome,
+    pub messages: u32,
+    pub bytes: u64,
+}
+
+impl UsageEvent {
+    /// An event for a connection from `client_ip` on `endpoint`; fields are filled in as
+    /// the connection goes.
+    pub fn new(node: &str, endpoint: &str, client_ip: std::net::IpAddr) -> Self {
+        UsageEvent {
+            time: 0,
+            node: node.to_string(),
+            endpoint: endpoint.to_string(),
+            client_ip: client_ip.to_canonical().to_string(),
+            offered_max: None,
+            version: None,
+            cipher: None,
+            sni: None,
+            fingerprint: None,
+            ehlo: None,
+            user: None,
+            tenant: None,
+            outcome: Outcome::Other,
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The identity reports group by: the user, else `[client address]`.
+    pub fn sender(&self) -> String {
+        self.user.clone().unwrap_or_else(|| format!("[{}]", self.client_ip))
+    }
+
+    /// Below TLS 1.2 negotiated, or (no handshake) offered.
+    pub fn is_legacy(&self) -> bool {
+        is_legacy_name(self.version.as_deref().or(self.offered_max.as_deref()).unwrap_or(""))
+    }
+}
+
+/// `TLSv1.0`, `TLSv1.1` and `SSLv3` are legacy.
+pub fn is_legacy_name(v: &str) -> bool {
+    matches!(v, "TLSv1.0" | "TLSv1.1" | "SSLv3")
+}
+
+/// Takes events from sessions without ever making them wait.
+pub struct Recorder {
+    tx: Option<mpsc::Sender<UsageEvent>>,
+    dropped: AtomicU64,
+    recorded: AtomicU64,
+}
+
+impl Recorder {
+    /// A recorder that keeps nothing (`usage.enabled = false`).
+    pub fn disabled() -> Arc<Recorder> {
+        Arc::new(Recorder { tx: None, dropped: AtomicU64::new(0), recorded: AtomicU64::new(0) })
+    }
+
+    /// A recorder and the receiving end for [`run_writer`].
+    pub fn new(capacity: usize) -> (Arc<Recorder>, mpsc::Receiver<UsageEvent>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (Arc::new(Recorder { tx: Some(tx), dropped: AtomicU64::new(0), recorded: AtomicU64::new(0) }), rx)
+    }
+
+    /// Queues an event; when the buffer is full the event is dropped and counted.
+    pub fn record(&self, mut event: UsageEvent, now: i64) {
+        let Some(tx) = &self.tx else { return };
+        event.time = now;
+        match tx.try_send(event) {
+            Ok(()) => {
+                self.recorded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, "usage buffer full: events dropped (SMTP is not slowed)");
+                }
+            }
+        }
+    }
+
+    /// Events dropped because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events queued for storage.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
+    }
+}
+
+/// Stores events in batches until `shutdown`, then stores what is left; runs the
+/// retention job every hour.
+pub async fn run_writer(
+    store: Arc<dyn store::UsageStore>,
+    mut rx: mpsc::Receiver<UsageEvent>,
+    mut shutdown: watch::Receiver<bool>,
+    retention: store::Retention,
+    clock: crate::session::Clock,
+) {
+    let mut batch = Vec::with_capacity(1024);
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    hourly.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 1024) => {
+                if n == 0 {
+                    break;
+                }
+                write(&*store, &mut batch).await;
+            }
+            _ = hourly.tick() => {
+                if let Err(e) = store.apply_retention(clock(), retention).await {
+                    tracing::error!(error = %e, "usage retention job failed");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    rx.close();
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        write(&*store, &mut batch).await;
+    }
+    tracing::debug!("usage writer stopped");
+}
+
+async fn write(store: &dyn store::UsageStore, batch: &mut Vec<UsageEvent>) {
+    if let Err(e) = store.write_batch(batch).await {
+        tracing::error!(error = %e, events = batch.len(), "cannot store usage events; they are lost");
+    }
+    batch.clear();
+}

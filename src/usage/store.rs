@@ -1,0 +1,402 @@
+//! Where usage events live: the [`UsageStore`] trait and its SQLite implementation.
+//!
+//! Two tables: `usage_events` (one row per connection, kept `raw_days`) and `usage_daily`
+//! (one row per day, tenant, sender, endpoint, TLS version, fingerprint and outcome, with
+//! counts and the last device details seen, kept `rollup_days`). A batch of events is
+//! written in one transaction: the raw rows and the rollup upserts together, so reports,
+//! which read the rollups, are always current. A separate database file
+//! (`usage.sqlite`) keeps this write load apart from the directory.
+
+use super::{Outcome, UsageEvent};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub type Result<T> = std::result::Result<T, sqlx::Error>;
+
+/// How long data is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub raw_days: u32,
+    pub rollup_days: u32,
+}
+
+/// One rollup row: a day of one (tenant, sender, endpoint, version, fingerprint, outcome).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DailyRow {
+    pub day: NaiveDate,
+    /// Empty when no tenant is known (an attempt that never reached AUTH).
+    pub tenant: String,
+    /// The user or login; `[address]` when none is known.
+    pub sender: String,
+    pub endpoint: String,
+    /// Negotiated version; empty when no handshake completed.
+    pub version: String,
+    pub fingerprint: String,
+    pub outcome: Outcome,
+    pub sessions: i64,
+    pub messages: i64,
+    pub bytes: i64,
+    pub last_seen: i64,
+    pub ehlo: String,
+    pub sni: String,
+    pub client_ip: String,
+    pub offered_max: String,
+}
+
+/// Which rollups a report reads.
+#[derive(Debug, Clone)]
+pub struct RollupFilter {
+    pub tenant: Option<String>,
+    pub from: NaiveDate,
+    /// Inclusive.
+    pub to: NaiveDate,
+}
+
+/// The storage behind usage recording and reports.
+#[async_trait::async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Stores a batch: raw events and rollups, in one transaction.
+    async fn write_batch(&self, events: &[UsageEvent]) -> Result<()>;
+    /// Deletes raw events and rollups older than the retention allows.
+    async fn apply_retention(&self, now: DateTime<Utc>, retention: Retention) -> Result<(u64, u64)>;
+    /// Rollup rows in a period, for one tenant or all.
+    async fn rollups(&self, filter: &RollupFilter) -> Result<Vec<DailyRow>>;
+    /// Raw events in a period (newest first, at most `limit`), for one tenant or all.
+    async fn events(&self, filter: &RollupFilter, limit: u32) -> Result<Vec<UsageEvent>>;
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS usage_events (
+    time INTEGER NOT NULL, node TEXT NOT NULL, endpoint TEXT NOT NULL, client_ip TEXT NOT NULL,
+    offered_max TEXT, version TEXT, cipher TEXT, sni TEXT, fingerprint TEXT, ehlo TEXT,
+    user TEXT, tenant TEXT, outcome TEXT NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_events_time ON usage_events(time);
+CREATE INDEX IF NOT EXISTS usage_events_tenant_time ON usage_events(tenant, time);
+CREATE TABLE IF NOT EXISTS usage_daily (
+    tenant TEXT NOT NULL, day TEXT NOT NULL, sender TEXT NOT NULL, endpoint TEXT NOT NULL,
+    version TEXT NOT NULL, fingerprint TEXT NOT NULL, outcome TEXT NOT NULL,
+    sessions INTEGER NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+    ehlo TEXT NOT NULL, sni TEXT NOT NULL, client_ip TEXT NOT NULL, offered_max TEXT NOT NULL,
+    PRIMARY KEY (tenant, day, sender, endpoint, version, fingerprint, outcome)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_daily_day ON usage_daily(day);
+"#;
+
+/// SQLite usage store.
+#[derive(Clone)]
+pub struct SqliteUsageStore {
+    pool: SqlitePool,
+}
+
+impl SqliteUsageStore {
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(SqliteUsageStore { pool })
+    }
+
+    /// Inserts rollup rows as they are (synthetic data for benchmarks).
+    pub async fn insert_rollups(&self, rows: &[DailyRow]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(500) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, fingerprint, outcome, sessions, messages, bytes, last_seen, ehlo, sni, client_ip, offered_max) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.tenant)
+                    .push_bind(r.day.to_string())
+                    .push_bind(&r.sender)
+                    .push_bind(&r.endpoint)
+                    .push_bind(&r.version)
+                    .push_bind(&r.fingerprint)
+                    .push_bind(r.outcome.as_str())
+                    .push_bind(r.sessions)
+                    .push_bind(r.messages)
+                    .push_bind(r.bytes)
+                    .push_bind(r.last_seen)
+                    .push_bind(&r.ehlo)
+                    .push_bind(&r.sni)
+                    .push_bind(&r.client_ip)
+                    .push_bind(&r.offered_max);
+            });
+            q.push(" ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions, messages = messages + excluded.messages, bytes = bytes + excluded.bytes");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Inserts raw events only (synthetic data for benchmarks).
+    pub async fn insert_raw(&self, events: &[UsageEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_raw(&mut tx, events).await?;
+        tx.commit().await
+    }
+}
+
+fn day_of(time: i64) -> NaiveDate {
+    DateTime::from_timestamp(time, 0).unwrap_or_default().date_naive()
+}
+
+async fn insert_raw(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent]) -> Result<()> {
+    for chunk in events.chunks(500) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO usage_events (time, node, endpoint, client_ip, offered_max, version, cipher, sni, fingerprint, ehlo, user, tenant, outcome, messages, bytes) ",
+        );
+        q.push_values(chunk, |mut b, e| {
+            b.push_bind(e.time)
+                .push_bind(&e.node)
+                .push_bind(&e.endpoint)
+                .push_bind(&e.client_ip)
+                .push_bind(&e.offered_max)
+                .push_bind(&e.version)
+                .push_bind(&e.cipher)
+                .push_bind(&e.sni)
+                .push_bind(&e.fingerprint)
+                .push_bind(&e.ehlo)
+                .push_bind(&e.user)
+                .push_bind(&e.tenant)
+                .push_bind(e.outcome.as_str())
+                .push_bind(e.messages as i64)
+                .push_bind(e.bytes as i64);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Folds events into rollup rows (one per key), as the writer upserts them.
+pub fn rollup(events: &[UsageEvent]) -> Vec<DailyRow> {
+    let mut rows: HashMap<(String, NaiveDate, String, String, String, String, Outcome), DailyRow> = HashMap::new();
+    for e in events {
+        let key = (
+            e.tenant.clone().unwrap_or_default(),
+            day_of(e.time),
+            e.sender(),
+            e.endpoint.clone(),
+            e.version.clone().unwrap_or_default(),
+            e.fingerprint.clone().unwrap_or_default(),
+            e.outcome,
+        );
+        let row = rows.entry(key.clone()).or_insert_with(|| DailyRow {
+            day: key.1,
+            tenant: key.0.clone(),
+            sender: key.2.clone(),
+            endpoint: key.3.clone(),
+            version: key.4.clone(),
+            fingerprint: key.5.clone(),
+            outcome: key.6,
+            sessions: 0,
+            messages: 0,
+            bytes: 0,
+            last_seen: 0,
+            ehlo: String::new(),
+            sni: String::new(),
+            client_ip: String::new(),
+            offered_max: String::new(),
+        });
+        row.sessions += 1;
+        row.messages += e.messages as i64;
+        row.bytes += e.bytes as i64;
+        if e.time >= row.last_seen {
+            row.last_seen = e.time;
+            row.ehlo = e.ehlo.clone().unwrap_or_default();
+            row.sni = e.sni.clone().unwrap_or_default();
+            row.client_ip = e.client_ip.clone();
+            row.offered_max = e.offered_max.clone().unwrap_or_default();
+        }
+    }
+    rows.into_values().collect()
+}
+
+fn row_from_sql(r: &sqlx::sqlite::SqliteRow) -> DailyRow {
+    let day: String = r.get("day");
+    let outcome: String = r.get("outcome");
+    DailyRow {
+        day: NaiveDate::parse_from_str(&day, "%Y-%m-%d").unwrap_or_default(),
+        tenant: r.get("tenant"),
+        sender: r.get("sender"),
+        endpoint: r.get("endpoint"),
+        version: r.get("version"),
+        fingerprint: r.get("fingerprint"),
+        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Other),
+        sessions: r.get("sessions"),
+        messages: r.get("messages"),
+        bytes: r.get("bytes"),
+        last_seen: r.get("last_seen"),
+        ehlo: r.get("ehlo"),
+        sni: r.get("sni"),
+        client_ip: r.get("client_ip"),
+        offered_max: r.get("offered_max"),
+    }
+}
+
+#[async_trait::async_trait]
+impl UsageStore for SqliteUsageStore {
+    async fn write_batch(&self, events: &[UsageEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        insert_raw(&mut tx, events).await?;
+        for chunk in rollup(events).chunks(500) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, fingerprint, outcome, sessions, messages, bytes, last_seen, ehlo, sni, client_ip, offered_max) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.tenant)
+                    .push_bind(r.day.to_string())
+                    .push_bind(&r.sender)
+                    .push_bind(&r.endpoint)
+                    .push_bind(&r.version)
+                    .push_bind(&r.fingerprint)
+                    .push_bind(r.outcome.as_str())
+                    .push_bind(r.sessions)
+                    .push_bind(r.messages)
+                    .push_bind(r.bytes)
+                    .push_bind(r.last_seen)
+                    .push_bind(&r.ehlo)
+                    .push_bind(&r.sni)
+                    .push_bind(&r.client_ip)
+                    .push_bind(&r.offered_max);
+            });
+            q.push(
+                " ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions, messages = messages + excluded.messages, \
+                 bytes = bytes + excluded.bytes, \
+                 ehlo = CASE WHEN excluded.last_seen >= last_seen THEN excluded.ehlo ELSE ehlo END, \
+                 sni = CASE WHEN excluded.last_seen >= last_seen THEN excluded.sni ELSE sni END, \
+                 client_ip = CASE WHEN excluded.last_seen >= last_seen THEN excluded.client_ip ELSE client_ip END, \
+                 offered_max = CASE WHEN excluded.last_seen >= last_seen THEN excluded.offered_max ELSE offered_max END, \
+                 last_seen = MAX(last_seen, excluded.last_seen)",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn apply_retention(&self, now: DateTime<Utc>, r: Retention) -> Result<(u64, u64)> {
+        let raw_cutoff = now.timestamp() - i64::from(r.raw_days) * 86_400;
+        let day_cutoff = (now.date_naive() - chrono::Days::new(u64::from(r.rollup_days))).to_string();
+        let raw = sqlx::query("DELETE FROM usage_events WHERE time < ?").bind(raw_cutoff).execute(&self.pool).await?;
+        let daily = sqlx::query("DELETE FROM usage_daily WHERE day < ?").bind(day_cutoff).execute(&self.pool).await?;
+        Ok((raw.rows_affected(), daily.rows_affected()))
+    }
+
+    async fn rollups(&self, f: &RollupFilter) -> Result<Vec<DailyRow>> {
+        let (from, to) = (f.from.to_string(), f.to.to_string());
+        let rows = match &f.tenant {
+            Some(t) => {
+                sqlx::query("SELECT * FROM usage_daily WHERE tenant = ? AND day >= ? AND day <= ?")
+                    .bind(t)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM usage_daily WHERE day >= ? AND day <= ?")
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(row_from_sql).collect())
+    }
+
+    async fn events(&self, f: &RollupFilter, limit: u32) -> Result<Vec<UsageEvent>> {
+        let from = f.from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp();
+        let to = f.to.and_hms_opt(23, 59, 59).unwrap_or_default().and_utc().timestamp();
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM usage_events WHERE time >= ");
+        q.push_bind(from).push(" AND time <= ").push_bind(to);
+        if let Some(t) = &f.tenant {
+            q.push(" AND tenant = ").push_bind(t);
+        }
+        q.push(" ORDER BY time DESC LIMIT ").push_bind(limit as i64);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let outcome: String = r.get("outcome");
+                UsageEvent {
+                    time: r.get("time"),
+                    node: r.get("node"),
+                    endpoint: r.get("endpoint"),
+                    client_ip: r.get("client_ip"),
+                    offered_max: r.get("offered_max"),
+                    version: r.get("version"),
+                    cipher: r.get("cipher"),
+                    sni: r.get("sni"),
+                    fingerprint: r.get("fingerprint"),
+                    ehlo: r.get("ehlo"),
+                    user: r.get("user"),
+                    tenant: r.get("tenant"),
+                    outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Other),
+                    messages: r.get::<i64, _>("messages") as u32,
+                    bytes: r.get::<i64, _>("bytes") as u64,
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(time: i64, user: Option<&str>, version: Option<&str>, outcome: Outcome, messages: u32) -> UsageEvent {
+        let mut e = UsageEvent::new("n1", "std", "10.0.0.7".parse().unwrap());
+        e.time = time;
+        e.user = user.map(String::from);
+        e.tenant = user.map(|_| "contoso".to_string());
+        e.version = version.map(String::from);
+        e.outcome = outcome;
+        e.messages = messages;
+        e.bytes = 100 * messages as u64;
+        e.ehlo = Some(format!("host{time}"));
+        e
+    }
+
+    #[tokio::test]
+    async fn batches_roll_up_and_retention_applies() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SqliteUsageStore::open(&t.path().join("u.sqlite")).await.unwrap();
+        let day = 1_795_000_000; // 2026-11-18
+        store
+            .write_batch(&[
+                ev(day, Some("a@contoso.test"), Some("TLSv1.0"), Outcome::Delivered, 2),
+                ev(day + 60, Some("a@contoso.test"), Some("TLSv1.0"), Outcome::Delivered, 1),
+                ev(day + 30, None, None, Outcome::RefusedAtHandshake, 0),
+            ])
+            .await
+            .unwrap();
+        store.write_batch(&[ev(day + 90, Some("a@contoso.test"), Some("TLSv1.0"), Outcome::Delivered, 4)]).await.unwrap();
+        let d = day_of(day);
+        let all = store.rollups(&RollupFilter { tenant: None, from: d, to: d }).await.unwrap();
+        assert_eq!(all.len(), 2);
+        let a = all.iter().find(|r| r.sender == "a@contoso.test").unwrap();
+        assert_eq!((a.sessions, a.messages, a.bytes, a.last_seen), (3, 7, 700, day + 90));
+        assert_eq!(a.ehlo, format!("host{}", day + 90));
+        let unknown = all.iter().find(|r| r.tenant.is_empty()).unwrap();
+        assert_eq!(unknown.sender, "[10.0.0.7]");
+        let only = store.rollups(&RollupFilter { tenant: Some("contoso".into()), from: d, to: d }).await.unwrap();
+        assert_eq!(only.len(), 1, "a tenant filter excludes rows of no tenant");
+        let now = DateTime::from_timestamp(day + 31 * 86_400, 0).unwrap();
+        let (raw, daily) = store.apply_retention(now, Retention { raw_days: 30, rollup_days: 400 }).await.unwrap();
+        assert_eq!((raw, daily), (4, 0));
+        let now = DateTime::from_timestamp(day + 402 * 86_400, 0).unwrap();
+        let (_, daily) = store.apply_retention(now, Retention { raw_days: 30, rollup_days: 400 }).await.unwrap();
+        assert_eq!(daily, 2);
+    }
+}
