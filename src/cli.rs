@@ -40,6 +40,75 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(UserCmd),
+    /// TLS usage reports.
+    #[command(subcommand)]
+    Report(ReportCmd),
+    /// Usage data maintenance.
+    #[command(subcommand)]
+    Usage(UsageCmd),
+}
+
+#[derive(clap::Args, Clone)]
+struct ReportArgs {
+    /// Only this tenant's rows.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The last N days or weeks, ending today: 7d, 90d, 12w (default 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// First day, YYYY-MM-DD (with --to, default today).
+    #[arg(long)]
+    from: Option<String>,
+    /// Last day, YYYY-MM-DD.
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Per sender: messages, share of each TLS version, endpoints, last seen, devices.
+    Tls(ReportArgs),
+    /// Every sender and device that used or tried TLS below 1.2, refused attempts included.
+    Legacy(ReportArgs),
+    /// Who would fail on a date (schedule and opt-in end dates), or with the opt-in off.
+    WhatIf {
+        #[command(flatten)]
+        args: ReportArgs,
+        /// The date to evaluate, YYYY-MM-DD.
+        #[arg(long, conflicts_with = "disable_legacy", required_unless_present = "disable_legacy")]
+        on: Option<String>,
+        /// The tenant's legacy-TLS opt-in switched off.
+        #[arg(long)]
+        disable_legacy: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageCmd {
+    /// Load synthetic usage events (for benchmarks): raw events and their daily rollups.
+    LoadSynthetic {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Spread over this many days, ending today.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        #[arg(long, default_value_t = 20)]
+        tenants: u32,
+        /// Senders per tenant.
+        #[arg(long, default_value_t = 200)]
+        senders: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -166,6 +235,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(cmd) => tenant(&open_directory(&cli.config).await?, cmd).await,
         Command::Domain(cmd) => domain(&open_directory(&cli.config).await?, cmd).await,
         Command::User(cmd) => user(&open_directory(&cli.config).await?, cmd).await,
+        Command::Report(cmd) => report(&cli.config, cmd).await,
+        Command::Usage(cmd) => usage(&cli.config, cmd).await,
     }
 }
 
@@ -389,6 +460,75 @@ async fn user(dir: &Directory, cmd: UserCmd) -> anyhow::Result<()> {
                 println!("password: {pw}");
                 eprintln!("(shown once; it is stored only as an argon2id hash)");
             }
+        }
+    }
+    Ok(())
+}
+
+fn print_report<T: crate::usage::report::Tabular>(rows: &[T], format: ReportFormat) -> anyhow::Result<()> {
+    use crate::usage::report::{to_csv, to_table};
+    match format {
+        ReportFormat::Json => print_json(&rows),
+        ReportFormat::Csv => {
+            print!("{}", to_csv(rows));
+            Ok(())
+        }
+        ReportFormat::Table => {
+            print!("{}", to_table(rows));
+            Ok(())
+        }
+    }
+}
+
+async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
+    use crate::usage::report::{legacy_report, tls_report, what_if, Period, Scenario};
+    use crate::usage::store::{RollupFilter, SqliteUsageStore, UsageStore};
+    let config = Config::load(path)?;
+    let args = match &cmd {
+        ReportCmd::Tls(a) | ReportCmd::Legacy(a) | ReportCmd::WhatIf { args: a, .. } => a.clone(),
+    };
+    let today = chrono::Utc::now().date_naive();
+    let period = Period::parse(args.since.as_deref(), args.from.as_deref(), args.to.as_deref(), today).map_err(anyhow::Error::msg)?;
+    let dir = Directory::open(&config.directory_path()).await?;
+    if let Some(t) = &args.tenant {
+        dir.tenant(t).await?;
+    }
+    let store = SqliteUsageStore::open(&config.usage_path()).await?;
+    let rows = store.rollups(&RollupFilter { tenant: args.tenant.clone(), from: period.from, to: period.to }).await?;
+    match cmd {
+        ReportCmd::Tls(_) => print_report(&tls_report(&rows), args.format),
+        ReportCmd::Legacy(_) => print_report(&legacy_report(&rows), args.format),
+        ReportCmd::WhatIf { on, disable_legacy, .. } => {
+            let scenario = match (on, disable_legacy) {
+                (_, true) => Scenario::DisableLegacy,
+                (Some(d), false) => Scenario::On(
+                    chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                        .map_err(|_| anyhow::anyhow!("--on {d:?}: expected a date like 2027-03-01"))?,
+                ),
+                (None, false) => bail!("give --on DATE or --disable-legacy"),
+            };
+            let mut tenants = std::collections::HashMap::new();
+            for t in rows.iter().map(|r| r.tenant.clone()).filter(|t| !t.is_empty()) {
+                if !tenants.contains_key(&t) {
+                    let settings = dir.legacy_settings(&t).await.unwrap_or_default();
+                    tenants.insert(t, settings);
+                }
+            }
+            print_report(&what_if(&rows, &config.endpoints, &tenants, scenario, period), args.format)
+        }
+    }
+}
+
+async fn usage(path: &Path, cmd: UsageCmd) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    std::fs::create_dir_all(&config.data_dir)?;
+    match cmd {
+        UsageCmd::LoadSynthetic { events, days, tenants, senders, seed } => {
+            let store = crate::usage::store::SqliteUsageStore::open(&config.usage_path()).await?;
+            let start = std::time::Instant::now();
+            let spec = crate::usage::synthetic::Spec { events, days, tenants, senders, seed };
+            crate::usage::synthetic::load(&store, &spec, chrono::Utc::now()).await?;
+            println!("loaded {events} synthetic events ({tenants} tenants x {senders} senders over {days} days) in {:.1} s", start.elapsed().as_secs_f64());
         }
     }
     Ok(())

@@ -39,6 +39,30 @@ struct RawConfig {
     queue: QueueConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    usage: UsageConfig,
+}
+
+/// TLS usage recording.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Record one event per connection for `mailgate report`.
+    pub enabled: bool,
+    /// This node's name in events (default: `hostname`).
+    pub node: Option<String>,
+    /// Days raw events are kept.
+    pub raw_retention_days: u32,
+    /// Days daily rollups (what reports read) are kept.
+    pub rollup_retention_days: u32,
+    /// Events buffered between sessions and the writer; beyond, events are dropped and counted.
+    pub buffer: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self { enabled: true, node: None, raw_retention_days: 30, rollup_retention_days: 400, buffer: 10_000 }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +294,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub queue: QueueConfig,
     pub log: LogConfig,
+    pub usage: UsageConfig,
 }
 
 impl Config {
@@ -297,6 +322,14 @@ impl Config {
     /// The spool directory.
     pub fn spool_dir(&self) -> PathBuf {
         self.data_dir.join("spool")
+    }
+    /// The usage (TLS report) database.
+    pub fn usage_path(&self) -> PathBuf {
+        self.data_dir.join("usage.sqlite")
+    }
+    /// The node name written into usage events.
+    pub fn node_name(&self) -> &str {
+        self.usage.node.as_deref().unwrap_or(&self.hostname)
     }
     /// The root of local mailboxes: `<data>/maildir/<domain>/<localpart>/`.
     pub fn maildir_root(&self) -> PathBuf {
@@ -341,6 +374,13 @@ impl Validator<'_> {
         if raw.queue.retry_interval == 0 {
             return Err(self.err("queue.retry_interval", "must be at least 1 second"));
         }
+        let u = &raw.usage;
+        if u.raw_retention_days < 1 || u.rollup_retention_days < 1 {
+            return Err(self.err("usage.raw_retention_days", "retention periods must be at least 1 day"));
+        }
+        if u.buffer < 1 {
+            return Err(self.err("usage.buffer", "must be at least 1"));
+        }
         if !valid_log_filter(&raw.log.level) {
             return Err(self.err("log.level", format!("{:?} is not a level (error, warn, info, debug, trace) or filter", raw.log.level)));
         }
@@ -355,6 +395,7 @@ impl Validator<'_> {
             smtp: raw.smtp,
             queue: raw.queue,
             log: raw.log,
+            usage: raw.usage,
         })
     }
 

@@ -16,7 +16,8 @@
 use crate::config::{Endpoint, TlsMode};
 use crate::policy::{self, HelloVerdict, SessionVerdict};
 use crate::reply::Reply;
-use crate::session::{ConnectionInfo, Flow, Session, SessionContext};
+use crate::session::{ConnectionInfo, Flow, Session, SessionContext, SessionUsage};
+use crate::usage::{Outcome, Recorder, UsageEvent};
 use crate::tls::hello::{read_client_hello, HelloError, Prefixed};
 use crate::tls::{choose_stack, legacy::openssl_facts, rustls_facts, Stack, TlsFacts, PROTOCOL_VERSION_ALERT};
 use rand::SeedableRng;
@@ -93,6 +94,8 @@ pub struct Shared {
     pub ctx: Arc<SessionContext>,
     pub sessions: Arc<Semaphore>,
     pub tls_counters: TlsCounters,
+    /// Where each connection's usage event goes.
+    pub recorder: Arc<Recorder>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     counter: AtomicU64,
     /// The random source behind `reject_percent` (seeded by `tls.schedule_seed`).
@@ -100,7 +103,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(ctx: Arc<SessionContext>) -> Arc<Shared> {
+    pub fn new(ctx: Arc<SessionContext>, recorder: Arc<Recorder>) -> Arc<Shared> {
         let max = ctx.config.limits.max_sessions;
         let rng = match ctx.config.schedule_seed {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
@@ -110,6 +113,7 @@ impl Shared {
             ctx,
             sessions: Arc::new(Semaphore::new(max)),
             tls_counters: TlsCounters::default(),
+            recorder,
             per_ip: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             rng: Mutex::new(rng),
@@ -216,14 +220,25 @@ impl Connection {
         &self.shared.ctx.config.limits
     }
 
+    /// Serves the connection, then records its usage event (whatever way it ended).
     async fn run(mut self, stream: TcpStream) {
+        let config = &self.shared.ctx.config;
+        let mut event = UsageEvent::new(config.node_name(), &self.endpoint.config.name, self.peer.ip());
+        self.serve(stream, &mut event).await;
+        let now = (self.shared.ctx.clock)().timestamp();
+        self.shared.recorder.record(event, now);
+    }
+
+    async fn serve(&mut self, stream: TcpStream, event: &mut UsageEvent) {
         let deadline = Instant::now() + Duration::from_secs(self.limits().session_timeout);
         tracing::debug!("connected");
         let mut plain = match self.endpoint.config.tls_mode {
             TlsMode::Implicit => stream,
             TlsMode::Starttls => {
                 let mut session = Session::new(self.shared.ctx.clone(), self.info(), None);
-                match self.drive(stream, &mut session, true, deadline).await {
+                let end = self.drive(stream, &mut session, true, deadline).await;
+                merge_session(event, session.usage());
+                match end {
                     DriveEnd::StartTls(s) => s,
                     DriveEnd::Closed => return,
                 }
@@ -245,10 +260,16 @@ impl Connection {
                 None
             }
         };
+        if let Some(h) = &hello {
+            event.offered_max = Some(h.offered_max.name().to_string());
+            event.sni = h.sni.clone();
+            event.fingerprint = Some(h.fingerprint.clone());
+        }
         let today = (self.shared.ctx.clock)().date_naive();
         let offered = hello.as_ref().map(|h| h.offered_max);
         if policy::before_handshake(&self.endpoint.config, offered, today) == HelloVerdict::Refuse {
             TlsCounters::bump(&self.shared.tls_counters.refused_at_handshake);
+            event.outcome = Outcome::RefusedAtHandshake;
             tracing::info!(
                 offered_max = offered.map(|v| v.name()), fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()),
                 sni = hello.as_ref().and_then(|h| h.sni.as_deref()), "legacy TLS refused at handshake"
@@ -268,13 +289,13 @@ impl Connection {
                 let r = tokio::time::timeout(handshake, self.endpoint.rustls.accept(io)).await;
                 let Some(tls) = self.handshake_result(r.map(|x| x.map_err(|e| e.to_string()))) else { return };
                 let facts = rustls_facts(tls.get_ref().1, hello.as_ref());
-                self.serve_tls(tls, facts, stack, deadline).await;
+                self.serve_tls(tls, facts, stack, deadline, event).await;
             }
             Stack::OpenSsl => {
                 let r = tokio::time::timeout(handshake, openssl_accept(&self.endpoint.openssl, io)).await;
                 let Some(tls) = self.handshake_result(r) else { return };
                 let facts = openssl_facts(tls.ssl(), hello.as_ref());
-                self.serve_tls(tls, facts, stack, deadline).await;
+                self.serve_tls(tls, facts, stack, deadline, event).await;
             }
         }
     }
@@ -296,7 +317,17 @@ impl Connection {
     }
 
     /// After the handshake: explain and close, or run the session inside TLS.
-    async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(&mut self, mut tls: S, facts: TlsFacts, stack: Stack, deadline: Instant) {
+    async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        mut tls: S,
+        facts: TlsFacts,
+        stack: Stack,
+        deadline: Instant,
+        event: &mut UsageEvent,
+    ) {
+        event.version = Some(facts.version.name().to_string());
+        event.cipher = Some(facts.cipher.clone());
+        event.sni = facts.sni.clone().or(event.sni.take());
         tracing::info!(
             stack = ?stack, tls_version = %facts.version, cipher = %facts.cipher, sni = facts.sni.as_deref(),
             offered_max = facts.offered_max.map(|v| v.name()), fingerprint = facts.fingerprint.as_deref(), "TLS established"
@@ -306,9 +337,14 @@ impl Connection {
             let mut rng = self.shared.rng.lock().unwrap_or_else(|p| p.into_inner());
             policy::after_handshake(&self.endpoint.config, &self.shared.ctx.endpoints, facts.version, today, &mut *rng)
         };
+        let verdict_kind = match &verdict {
+            SessionVerdict::Defer(_) => VerdictKind::Defer,
+            _ => VerdictKind::Other,
+        };
         match verdict {
             SessionVerdict::Serve => {}
             SessionVerdict::Explain(reply) | SessionVerdict::Defer(reply) => {
+                event.outcome = if matches!(verdict_kind, VerdictKind::Defer) { Outcome::DeferredBySchedule } else { Outcome::Explained421 };
                 TlsCounters::bump(&self.shared.tls_counters.explained_421);
                 tracing::info!(tls_version = %facts.version, reply = %reply.to_text().trim_end(), "TLS session answered 421");
                 close_with(tls, reply).await;
@@ -327,6 +363,7 @@ impl Connection {
         } else {
             let _ = self.drive(&mut tls, &mut session, false, deadline).await;
         }
+        merge_session(event, session.usage());
         tracing::debug!(messages = session.messages(), "session ended");
     }
 
@@ -404,6 +441,25 @@ impl Connection {
 /// Resolves once shutdown has been asked for (at once if it already was).
 pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+enum VerdictKind {
+    Defer,
+    Other,
+}
+
+/// Copies what a session learnt into the connection's usage event.
+fn merge_session(event: &mut UsageEvent, usage: &SessionUsage) {
+    if usage.ehlo.is_some() {
+        event.ehlo = usage.ehlo.clone();
+    }
+    if usage.user.is_some() {
+        event.user = usage.user.clone();
+        event.tenant = usage.tenant.clone();
+    }
+    event.messages += usage.messages;
+    event.bytes += usage.bytes;
+    event.outcome = if event.messages > 0 { Outcome::Delivered } else { usage.outcome() };
 }
 
 /// The OpenSSL handshake over the replayed stream.

@@ -6,6 +6,8 @@ use crate::delivery::maildir::Maildir;
 use crate::directory::Directory;
 use crate::listener::{accept_loop, EndpointRuntime, Shared};
 use crate::queue::{QueueRunner, Spool};
+use crate::usage::store::{Retention, SqliteUsageStore};
+use crate::usage::Recorder;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +25,8 @@ pub struct RunningServer {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     stop_runner: watch::Sender<bool>,
+    stop_usage: watch::Sender<bool>,
+    usage_writer: Option<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     runner: JoinHandle<()>,
 }
@@ -61,7 +65,9 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
         spool: spool.clone(),
         clock,
     });
-    let shared = Shared::new(ctx);
+    let (stop_usage, stop_usage_rx) = watch::channel(false);
+    let (recorder, usage_writer) = start_usage(&config, stop_usage_rx, ctx.clock.clone()).await?;
+    let shared = Shared::new(ctx, recorder);
     let (shutdown, shutdown_rx) = watch::channel(false);
 
     let openssl = Arc::new(
@@ -97,10 +103,33 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
     // The runner stops after the sessions, so that it delivers what they still accept.
     let (stop_runner, stop_runner_rx) = watch::channel(false);
     let runner = tokio::spawn(runner.run(new_messages, stop_runner_rx));
-    Ok(RunningServer { listeners, config, directory, spool, shared, shutdown, stop_runner, tasks, runner })
+    Ok(RunningServer { listeners, config, directory, spool, shared, shutdown, stop_runner, stop_usage, usage_writer, tasks, runner })
+}
+
+/// Opens the usage store and starts its writer, unless `usage.enabled = false`.
+async fn start_usage(
+    config: &Config,
+    stop: watch::Receiver<bool>,
+    clock: crate::session::Clock,
+) -> anyhow::Result<(Arc<Recorder>, Option<JoinHandle<()>>)> {
+    if !config.usage.enabled {
+        return Ok((Recorder::disabled(), None));
+    }
+    let store = SqliteUsageStore::open(&config.usage_path())
+        .await
+        .with_context(|| format!("cannot open the usage store {}", config.usage_path().display()))?;
+    let (recorder, rx) = Recorder::new(config.usage.buffer);
+    let retention = Retention { raw_days: config.usage.raw_retention_days, rollup_days: config.usage.rollup_retention_days };
+    let writer = tokio::spawn(crate::usage::run_writer(Arc::new(store), rx, stop, retention, clock));
+    Ok((recorder, Some(writer)))
 }
 
 impl RunningServer {
+    /// The usage recorder (events queued and dropped).
+    pub fn recorder(&self) -> &Recorder {
+        &self.shared.recorder
+    }
+
     /// Counts of TLS attempts by outcome.
     pub fn tls_counters(&self) -> &crate::listener::TlsCounters {
         &self.shared.tls_counters
@@ -128,6 +157,11 @@ impl RunningServer {
         let _ = self.stop_runner.send(true);
         if tokio::time::timeout_at(deadline, self.runner).await.is_err() {
             tracing::warn!("queue runner did not stop within the grace period");
+        }
+        // Sessions have ended: store the last usage events.
+        let _ = self.stop_usage.send(true);
+        if let Some(w) = self.usage_writer {
+            let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
         }
     }
 }

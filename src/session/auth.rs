@@ -121,7 +121,21 @@ impl Session {
 
     /// Below TLS 1.2, the tenant's opt-in is checked after the password and before any
     /// MAIL; a refusal is a 534 naming the reason.
-    async fn legacy_opt_in(&self, user: &str, tenant: &str) -> Result<(), Reply> {
+    /// Usage: a failed login is attributed to the tenant of the login's domain, if any,
+    /// so that the tenant's admins see devices failing with their addresses.
+    async fn note_failed_login(&mut self, login: &str) {
+        let login = login.trim().to_lowercase();
+        let domain = login.rsplit_once('@').map(|(_, d)| d.to_string());
+        let tenant = match domain {
+            Some(d) => self.ctx.directory.domain_tenant(&d).await.ok().flatten(),
+            None => None,
+        };
+        self.usage.refusal = Some(crate::usage::Outcome::AuthFailed);
+        self.usage.user = tenant.as_ref().map(|_| login.chars().take(255).collect());
+        self.usage.tenant = tenant;
+    }
+
+    async fn legacy_opt_in(&self, user: &str, tenant: &str) -> Result<(), (Reply, crate::usage::Outcome)> {
         let Some(version) = self.tls.as_ref().map(|t| t.version).filter(|v| v.is_legacy()) else {
             return Ok(());
         };
@@ -129,7 +143,7 @@ impl Session {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "directory error reading the legacy opt-in");
-                return Err(Reply::temporary_auth_failure());
+                return Err((Reply::temporary_auth_failure(), crate::usage::Outcome::Other));
             }
         };
         let login = policy::LegacyLogin {
@@ -141,21 +155,26 @@ impl Session {
         let ep = &self.conn.endpoint;
         policy::legacy_opt_in(ep, &settings, login).map_err(|refusal| {
             tracing::info!(user, tenant, tls_version = %version, reason = refusal.name(), "legacy TLS session refused at AUTH");
-            policy::opt_in_reply(ep, &self.ctx.endpoints, &refusal, login)
+            (policy::opt_in_reply(ep, &self.ctx.endpoints, &refusal, login), crate::usage::Outcome::from_refusal(&refusal))
         })
     }
 
     async fn verify(&mut self, login: &str, password: &str) -> Reply {
         match self.ctx.directory.authenticate(login, password).await {
             Ok(AuthOutcome::Ok(user)) => {
-                if let Err(reply) = self.legacy_opt_in(&user.address, &user.tenant).await {
+                self.usage.user = Some(user.address.clone());
+                self.usage.tenant = Some(user.tenant.clone());
+                if let Err((reply, outcome)) = self.legacy_opt_in(&user.address, &user.tenant).await {
+                    self.usage.refusal = Some(outcome);
                     return reply;
                 }
                 tracing::info!(user = %user.address, tenant = %user.tenant, "authenticated");
                 self.user = Some(user);
+                self.usage.refusal = None;
                 Reply::auth_ok()
             }
             Ok(outcome) => {
+                self.note_failed_login(login).await;
                 tracing::info!(login = %login.chars().take(100).collect::<String>(), ?outcome, "authentication refused");
                 match outcome {
                     AuthOutcome::AccountDisabled => Reply::account_disabled(),

@@ -268,6 +268,8 @@ impl Session {
             match writer.commit().await {
                 Ok(id) => {
                     self.messages += 1;
+                    self.usage.messages += 1;
+                    self.usage.bytes += size;
                     // Like Postfix's error limits: errors count "without delivering mail".
                     self.errors = 0;
                     tracing::info!(

@@ -93,6 +93,30 @@ enum Mode {
     BdatDiscard { remaining: u64, reply: Reply },
 }
 
+/// What a session contributes to its usage event.
+#[derive(Debug, Clone, Default)]
+pub struct SessionUsage {
+    pub ehlo: Option<String>,
+    /// The authenticated user, or the login that failed or was refused.
+    pub user: Option<String>,
+    pub tenant: Option<String>,
+    /// Why AUTH was refused, if it was.
+    pub refusal: Option<crate::usage::Outcome>,
+    pub messages: u32,
+    pub bytes: u64,
+}
+
+impl SessionUsage {
+    /// Delivered if a message was accepted; else the AUTH refusal; else other.
+    pub fn outcome(&self) -> crate::usage::Outcome {
+        if self.messages > 0 {
+            crate::usage::Outcome::Delivered
+        } else {
+            self.refusal.unwrap_or(crate::usage::Outcome::Other)
+        }
+    }
+}
+
 /// One SMTP session.
 pub struct Session {
     ctx: Arc<SessionContext>,
@@ -109,6 +133,7 @@ pub struct Session {
     messages: u32,
     /// Set when the connection cannot go on after the next reply.
     close_after_reply: bool,
+    usage: SessionUsage,
 }
 
 impl Session {
@@ -127,7 +152,13 @@ impl Session {
             errors: 0,
             messages: 0,
             close_after_reply: false,
+            usage: SessionUsage::default(),
         }
+    }
+
+    /// What this session contributes to its usage event.
+    pub fn usage(&self) -> &SessionUsage {
+        &self.usage
     }
 
     pub fn greeting(&self) -> Reply {
@@ -331,6 +362,7 @@ impl Session {
     fn handle_ehlo(&mut self, host: String, esmtp: bool) -> Reply {
         let host = if host.is_empty() { format!("[{}]", self.conn.peer.ip()) } else { host };
         self.helo = Some(host.clone());
+        self.usage.ehlo = Some(host.chars().take(255).collect());
         self.esmtp = esmtp;
         self.reset_transaction();
         let cfg = &self.ctx.config;

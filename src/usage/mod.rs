@@ -10,6 +10,7 @@
 
 pub mod report;
 pub mod store;
+pub mod synthetic;
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ pub enum Outcome {
     /// At least one message was accepted.
     Delivered,
     /// Answered `421` after the handshake: the version is not served on the endpoint.
+    #[serde(rename = "explained_421")]
     Explained421,
     /// Answered `421 4.7.66` by a `reject_percent` draw.
     DeferredBySchedule,
@@ -70,6 +72,7 @@ impl Outcome {
         }
     }
 
+    /// From the name used in storage, CSV and JSON.
     pub fn parse(s: &str) -> Option<Outcome> {
         Self::ALL.into_iter().find(|o| o.as_str() == s)
     }

@@ -473,6 +473,14 @@ mod tests {
     }
 
     #[test]
+    fn outcome_names_agree_everywhere() {
+        for o in Outcome::ALL {
+            assert_eq!(serde_json::to_value(o).unwrap(), serde_json::json!(o.as_str()));
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
+        }
+    }
+
+    #[test]
     fn csv_quotes_fields() {
         let mut r = row("t", "s", "TLSv1.0", Outcome::Delivered, 1, 1);
         r.ehlo = "a,\"b\"".into();
