@@ -490,11 +490,12 @@ async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
     let today = chrono::Utc::now().date_naive();
     let period = Period::parse(args.since.as_deref(), args.from.as_deref(), args.to.as_deref(), today).map_err(anyhow::Error::msg)?;
     let dir = Directory::open(&config.directory_path()).await?;
-    if let Some(t) = &args.tenant {
+    let store = SqliteUsageStore::open(&config.usage_path()).await?;
+    let rows = store.period_totals(&RollupFilter { tenant: args.tenant.clone(), from: period.from, to: period.to }).await?;
+    // A tenant with history but since removed still has a report; an unknown name is an error.
+    if let (Some(t), true) = (&args.tenant, rows.is_empty()) {
         dir.tenant(t).await?;
     }
-    let store = SqliteUsageStore::open(&config.usage_path()).await?;
-    let rows = store.rollups(&RollupFilter { tenant: args.tenant.clone(), from: period.from, to: period.to }).await?;
     match cmd {
         ReportCmd::Tls(_) => print_report(&tls_report(&rows), args.format),
         ReportCmd::Legacy(_) => print_report(&legacy_report(&rows), args.format),
@@ -524,7 +525,7 @@ async fn usage(path: &Path, cmd: UsageCmd) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     match cmd {
         UsageCmd::LoadSynthetic { events, days, tenants, senders, seed } => {
-            let store = crate::usage::store::SqliteUsageStore::open(&config.usage_path()).await?;
+            let store = crate::usage::store::SqliteUsageStore::open_bulk(&config.usage_path()).await?;
             let start = std::time::Instant::now();
             let spec = crate::usage::synthetic::Spec { events, days, tenants, senders, seed };
             crate::usage::synthetic::load(&store, &spec, chrono::Utc::now()).await?;

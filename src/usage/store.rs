@@ -67,6 +67,10 @@ pub trait UsageStore: Send + Sync {
     async fn apply_retention(&self, now: DateTime<Utc>, retention: Retention) -> Result<(u64, u64)>;
     /// Rollup rows in a period, for one tenant or all.
     async fn rollups(&self, filter: &RollupFilter) -> Result<Vec<DailyRow>>;
+    /// The period's rollups summed per (tenant, sender, endpoint, version, fingerprint,
+    /// outcome), with the device details of the latest row: what reports read. `day` is
+    /// the period's last day.
+    async fn period_totals(&self, filter: &RollupFilter) -> Result<Vec<DailyRow>>;
     /// Raw events in a period (newest first, at most `limit`), for one tenant or all.
     async fn events(&self, filter: &RollupFilter, limit: u32) -> Result<Vec<UsageEvent>>;
 }
@@ -102,9 +106,17 @@ impl SqliteUsageStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        // One connection: the writer is the only writer, and PRAGMAs then hold for all use.
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         Ok(SqliteUsageStore { pool })
+    }
+
+    /// Opens for a bulk load (synthetic data): no fsync per transaction.
+    pub async fn open_bulk(path: &Path) -> Result<Self> {
+        let store = Self::open(path).await?;
+        sqlx::query("PRAGMA synchronous = OFF").execute(&store.pool).await?;
+        Ok(store)
     }
 
     /// Inserts rollup rows as they are (synthetic data for benchmarks).
@@ -131,7 +143,10 @@ impl SqliteUsageStore {
                     .push_bind(&r.client_ip)
                     .push_bind(&r.offered_max);
             });
-            q.push(" ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions, messages = messages + excluded.messages, bytes = bytes + excluded.bytes");
+            q.push(
+                " ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions, messages = messages + excluded.messages, \
+                 bytes = bytes + excluded.bytes, last_seen = MAX(last_seen, excluded.last_seen)",
+            );
             q.build().execute(&mut *tx).await?;
         }
         tx.commit().await
@@ -315,6 +330,26 @@ impl UsageStore for SqliteUsageStore {
         Ok(rows.iter().map(row_from_sql).collect())
     }
 
+    async fn period_totals(&self, f: &RollupFilter) -> Result<Vec<DailyRow>> {
+        // SQLite: with MAX(), bare columns come from the row holding the maximum
+        // (https://sqlite.org/lang_select.html#bare_columns_in_an_aggregate_query).
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT tenant, ",
+        );
+        q.push_bind(f.to.to_string()).push(
+            " AS day, sender, endpoint, version, fingerprint, outcome, SUM(sessions) AS sessions, \
+             SUM(messages) AS messages, SUM(bytes) AS bytes, MAX(last_seen) AS last_seen, ehlo, sni, client_ip, offered_max \
+             FROM usage_daily WHERE ",
+        );
+        if let Some(t) = &f.tenant {
+            q.push("tenant = ").push_bind(t).push(" AND ");
+        }
+        q.push("day >= ").push_bind(f.from.to_string()).push(" AND day <= ").push_bind(f.to.to_string());
+        q.push(" GROUP BY tenant, sender, endpoint, version, fingerprint, outcome");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(row_from_sql).collect())
+    }
+
     async fn events(&self, f: &RollupFilter, limit: u32) -> Result<Vec<UsageEvent>> {
         let from = f.from.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp();
         let to = f.to.and_hms_opt(23, 59, 59).unwrap_or_default().and_utc().timestamp();
@@ -392,11 +427,19 @@ mod tests {
         assert_eq!(unknown.sender, "[10.0.0.7]");
         let only = store.rollups(&RollupFilter { tenant: Some("contoso".into()), from: d, to: d }).await.unwrap();
         assert_eq!(only.len(), 1, "a tenant filter excludes rows of no tenant");
+        // A second day for the same key: period totals sum the days, details of the latest.
+        let next = day + 86_400;
+        store.write_batch(&[ev(next, Some("a@contoso.test"), Some("TLSv1.0"), Outcome::Delivered, 1)]).await.unwrap();
+        let f = RollupFilter { tenant: Some("contoso".into()), from: d, to: day_of(next) };
+        let totals = store.period_totals(&f).await.unwrap();
+        assert_eq!(totals.len(), 1);
+        assert_eq!((totals[0].sessions, totals[0].messages, totals[0].last_seen), (4, 8, next));
+        assert_eq!(totals[0].ehlo, format!("host{next}"));
         let now = DateTime::from_timestamp(day + 31 * 86_400, 0).unwrap();
         let (raw, daily) = store.apply_retention(now, Retention { raw_days: 30, rollup_days: 400 }).await.unwrap();
         assert_eq!((raw, daily), (4, 0));
         let now = DateTime::from_timestamp(day + 402 * 86_400, 0).unwrap();
         let (_, daily) = store.apply_retention(now, Retention { raw_days: 30, rollup_days: 400 }).await.unwrap();
-        assert_eq!(daily, 2);
+        assert_eq!(daily, 3);
     }
 }

@@ -130,6 +130,31 @@ key = "key.pem"
         TestServer { cert_path: dir.path().join("cert.pem"), cert_pem: cert, dir, server: Some(server) }
     }
 
+    /// Starts another server on the configuration file and data (directory, spool, usage
+    /// store) of a server that was shut down (`server` is `None`), optionally on `clock`.
+    /// Tenants, users and opt-ins are as the previous server left them; the endpoints bind
+    /// new ports (port 0 again).
+    pub async fn restart(self, clock: Option<Clock>) -> TestServer {
+        assert!(self.server.is_none(), "restart: shut the running server down first");
+        let config = Arc::new(Config::load(&self.config_path()).unwrap());
+        let server = match clock {
+            Some(clock) => mailgate::server::start_with_clock(config, clock).await.unwrap(),
+            None => mailgate::server::start(config).await.unwrap(),
+        };
+        TestServer { server: Some(server), ..self }
+    }
+
+    /// Graceful shutdown of the running server; returns once it has stopped (usage events
+    /// stored, queue runner stopped). The data stays for reports or a restart.
+    pub async fn stop(&mut self) {
+        self.server.take().expect("a running server").shutdown().await;
+    }
+
+    /// The configuration file the server was started from.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mailgate.toml")
+    }
+
     pub fn server(&self) -> &RunningServer {
         self.server.as_ref().unwrap()
     }
@@ -372,6 +397,27 @@ impl Raw {
 
     pub async fn cmd(&mut self, line: &str) -> (u16, String) {
         self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// Sends bytes; a write error (the server already closed) is ignored, as a client that
+    /// goes on to read the server's last reply would.
+    pub async fn send_lenient(&mut self, bytes: &[u8]) {
+        let r = match (self.stream.as_mut(), self.plain.as_mut()) {
+            (Some(s), _) => match s.write_all(bytes).await {
+                Ok(()) => s.flush().await,
+                Err(e) => Err(e),
+            },
+            (None, Some(p)) => p.write_all(bytes).await,
+            _ => Ok(()),
+        };
+        let _ = r;
+    }
+
+    /// As [`cmd`], but a closed connection is not a panic: the reply is whatever the server
+    /// sent before closing (code 0 if nothing).
+    pub async fn cmd_lenient(&mut self, line: &str) -> (u16, String) {
+        self.send_lenient(format!("{line}\r\n").as_bytes()).await;
         self.reply().await
     }
 
