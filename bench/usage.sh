@@ -87,7 +87,7 @@ for round in 1 2; do
     run_server $enabled
     r=$($L --addr "$addr" --mode starttls --tls 1.3 -c "$C" --duration "$D" --user load@bench.test --password bench-password-1 --to load@bench.test --size 10240 --json --label "usage=$enabled" | tail -1)
     kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-    mps=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(f"{r[\"messages_per_sec\"]:.1f}")' "$r")
+    mps=$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.1f" % r["messages_per_sec"])' "$r")
     echo "  round $round usage=$enabled: $mps msgs/s"
     total[$enabled]=$(python3 -c "print(${total[$enabled]:-0} + $mps)")
   done

@@ -39,16 +39,20 @@ impl Period {
                 let n: i64 = n.parse().map_err(|_| format!("--since {s:?}: expected a count and d or w, like 90d"))?;
                 let days = match unit {
                     "d" => n,
-                    "w" => n * 7,
+                    "w" => n.saturating_mul(7),
                     _ => return Err(format!("--since {s:?}: expected a count and d or w, like 90d")),
                 };
                 if days < 1 {
                     return Err(format!("--since {s:?}: must be at least 1d"));
                 }
-                Period { from: today - chrono::Days::new(days as u64 - 1), to: today }
+                if days > MAX_DAYS {
+                    return Err(format!("--since {s:?}: reports cover at most {MAX_DAYS} days"));
+                }
+                let from = today.checked_sub_days(chrono::Days::new(days as u64 - 1)).ok_or("--since: out of range")?;
+                Period { from, to: today }
             }
             (None, Some(f)) => Period { from: date(f, "--from")?, to: to.map(|t| date(t, "--to")).transpose()?.unwrap_or(today) },
-            (None, None) => Period { from: today - chrono::Days::new(6), to: today },
+            (None, None) => Period { from: today.checked_sub_days(chrono::Days::new(6)).unwrap_or(today), to: today },
         };
         if period.to < period.from {
             return Err("--to is before --from".into());
@@ -452,7 +456,16 @@ mod tests {
         assert_eq!(Period::parse(Some("90d"), None, None, today).unwrap().from, NaiveDate::from_ymd_opt(2026, 8, 27).unwrap());
         assert_eq!(Period::parse(Some("2w"), None, None, today).unwrap().days(), 14);
         assert_eq!(Period::parse(None, Some("2026-11-01"), Some("2026-11-30"), today).unwrap().days(), 30);
-        for bad in [(Some("7x"), None, None), (Some("0d"), None, None), (None, Some("2026-11-30"), Some("2026-11-01")), (Some("500d"), None, None)] {
+        for bad in [
+            (Some("7x"), None, None),
+            (Some("0d"), None, None),
+            (None, Some("2026-11-30"), Some("2026-11-01")),
+            (Some("500d"), None, None),
+            (Some("99999999999999d"), None, None),
+            (Some("9223372036854775807w"), None, None),
+            (Some("-3d"), None, None),
+            (Some("d"), None, None),
+        ] {
             assert!(Period::parse(bad.0, bad.1, bad.2, today).is_err(), "{bad:?}");
         }
     }
