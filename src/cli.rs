@@ -489,6 +489,9 @@ async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
     };
     let today = chrono::Utc::now().date_naive();
     let period = Period::parse(args.since.as_deref(), args.from.as_deref(), args.to.as_deref(), today).map_err(anyhow::Error::msg)?;
+    if !config.data_dir.is_dir() {
+        bail!("data_dir {} does not exist: check {} (is this the server's configuration?)", config.data_dir.display(), path.display());
+    }
     let dir = Directory::open(&config.directory_path()).await?;
     let store = SqliteUsageStore::open(&config.usage_path()).await?;
     let rows = store.period_totals(&RollupFilter { tenant: args.tenant.clone(), from: period.from, to: period.to }).await?;

@@ -173,6 +173,9 @@ pub async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let Some(admission) = shared.admit(peer.ip()) else {
+            // Still one usage event per connection: a refused device is one to know about.
+            let event = UsageEvent::new(shared.ctx.config.node_name(), &endpoint.config.name, peer.ip());
+            shared.recorder.record(event, (shared.ctx.clock)().timestamp());
             tokio::spawn(refuse_busy(stream, endpoint.config.tls_mode));
             continue;
         };
