@@ -513,9 +513,9 @@ async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
             };
             let mut tenants = std::collections::HashMap::new();
             for t in rows.iter().map(|r| r.tenant.clone()).filter(|t| !t.is_empty()) {
-                if !tenants.contains_key(&t) {
-                    let settings = dir.legacy_settings(&t).await.unwrap_or_default();
-                    tenants.insert(t, settings);
+                if let std::collections::hash_map::Entry::Vacant(e) = tenants.entry(t) {
+                    let settings = dir.legacy_settings(e.key()).await.unwrap_or_default();
+                    e.insert(settings);
                 }
             }
             print_report(&what_if(&rows, &config.endpoints, &tenants, scenario, period), args.format)

@@ -175,7 +175,9 @@ pub struct LegacyRow {
 /// Every sender and device that used or tried TLS below 1.2, refused and unauthenticated
 /// attempts included.
 pub fn legacy_report(rows: &[DailyRow]) -> Vec<LegacyRow> {
-    let mut acc: BTreeMap<(String, String, String, String, String, Outcome), (LegacyRow, i64)> = BTreeMap::new();
+    /// (tenant, sender, endpoint, version, fingerprint, outcome)
+    type Key = (String, String, String, String, String, Outcome);
+    let mut acc: BTreeMap<Key, (LegacyRow, i64)> = BTreeMap::new();
     let legacy = |r: &&DailyRow| is_legacy_name(if r.version.is_empty() { &r.offered_max } else { &r.version });
     for r in rows.iter().filter(legacy) {
         let key = (r.tenant.clone(), r.sender.clone(), r.endpoint.clone(), r.version.clone(), r.fingerprint.clone(), r.outcome);
@@ -251,7 +253,9 @@ pub fn what_if(
     period: Period,
 ) -> Vec<WhatIfRow> {
     let served = |r: &&DailyRow| is_legacy_name(&r.version) && matches!(r.outcome, Outcome::Delivered | Outcome::Other);
-    let mut groups: BTreeMap<(String, String, String, String, String), (i64, i64, &DailyRow)> = BTreeMap::new();
+    /// (tenant, sender, endpoint, version, fingerprint)
+    type Key = (String, String, String, String, String);
+    let mut groups: BTreeMap<Key, (i64, i64, &DailyRow)> = BTreeMap::new();
     for r in rows.iter().filter(served) {
         let key = (r.tenant.clone(), r.sender.clone(), r.endpoint.clone(), r.version.clone(), r.fingerprint.clone());
         let g = groups.entry(key).or_insert((0, 0, r));

@@ -193,7 +193,9 @@ async fn insert_raw(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent
 
 /// Folds events into rollup rows (one per key), as the writer upserts them.
 pub fn rollup(events: &[UsageEvent]) -> Vec<DailyRow> {
-    let mut rows: HashMap<(String, NaiveDate, String, String, String, String, Outcome), DailyRow> = HashMap::new();
+    /// (tenant, day, sender, endpoint, version, fingerprint, outcome): the rollup key.
+    type Key = (String, NaiveDate, String, String, String, String, Outcome);
+    let mut rows: HashMap<Key, DailyRow> = HashMap::new();
     for e in events {
         let key = (
             e.tenant.clone().unwrap_or_default(),
