@@ -200,6 +200,11 @@ impl Recorder {
     }
 }
 
+/// The largest batch written in one transaction.
+const BATCH: usize = 2048;
+/// How long the writer waits to fill a batch.
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Stores events in batches until `shutdown`, then stores what is left; runs the
 /// retention job every hour.
 pub async fn run_writer(
@@ -209,16 +214,29 @@ pub async fn run_writer(
     retention: store::Retention,
     clock: crate::session::Clock,
 ) {
-    let mut batch = Vec::with_capacity(1024);
+    let mut batch = Vec::with_capacity(BATCH);
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     hourly.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            n = rx.recv_many(&mut batch, 1024) => {
+            n = rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     break;
                 }
+                // Linger for more: one transaction a second, not one per handful of events.
+                let deadline = tokio::time::Instant::now() + LINGER;
+                while batch.len() < BATCH {
+                    let room = BATCH - batch.len();
+                    tokio::select! {
+                        n = rx.recv_many(&mut batch, room) => if n == 0 { break },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = shutdown.changed() => break,
+                    }
+                }
                 write(&*store, &mut batch).await;
+                if *shutdown.borrow() {
+                    break;
+                }
             }
             _ = hourly.tick() => {
                 if let Err(e) = store.apply_retention(clock(), retention).await {
@@ -229,7 +247,7 @@ pub async fn run_writer(
         }
     }
     rx.close();
-    while rx.recv_many(&mut batch, 1024).await > 0 {
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
         write(&*store, &mut batch).await;
     }
     tracing::debug!("usage writer stopped");
