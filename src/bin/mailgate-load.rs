@@ -187,6 +187,7 @@ struct Stats {
     connect_tls: Vec<Duration>,
     auth: Vec<Duration>,
     data: Vec<Duration>,
+    session: Vec<Duration>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -197,6 +198,7 @@ impl Stats {
         self.connect_tls.extend(o.connect_tls);
         self.auth.extend(o.auth);
         self.data.extend(o.data);
+        self.session.extend(o.session);
         for (k, v) in o.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -295,8 +297,12 @@ async fn main() -> anyhow::Result<()> {
                     None if Instant::now() >= deadline => break,
                     _ => {}
                 }
+                let t = Instant::now();
                 match tokio::time::timeout(Duration::from_secs(60), session(&a, &conn, &mut stats, n)).await {
-                    Ok(Ok(())) => stats.sessions += 1,
+                    Ok(Ok(())) => {
+                        stats.sessions += 1;
+                        stats.session.push(t.elapsed());
+                    }
                     Ok(Err(e)) => *stats.errors.entry(e).or_default() += 1,
                     Err(_) => *stats.errors.entry("timeout".into()).or_default() += 1,
                 }
@@ -310,7 +316,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let mut phases = Vec::new();
-    for (name, v) in [("connect+tls", &mut all.connect_tls), ("auth", &mut all.auth), ("data", &mut all.data)] {
+    for (name, v) in [
+        ("connect+tls", &mut all.connect_tls),
+        ("auth", &mut all.auth),
+        ("data", &mut all.data),
+        ("session", &mut all.session),
+    ] {
         if !v.is_empty() {
             phases.push((name, pct(v, 0.5), pct(v, 0.9), pct(v, 0.99)));
         }

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Side-by-side: Mailgate against Postfix (Debian), same machine, same run, same load.
+# Both: STARTTLS on 127.0.0.1, RSA-2048 self-signed certificate, SASL AUTH PLAIN,
+# durable queueing, delivery into a Maildir. Scenarios (each alternates Postfix, Mailgate):
+#   a  64 clients, TLS 1.3, 10 KB, one message per session
+#   b  as a, TLS 1.2
+#   c  as a, TLS 1.0 (Mailgate's legacy endpoint; a Postfix listener allowing TLS 1.0)
+#   d  as a, ten messages per session
+# Prints a table of ratios and, last, `ratio msgs/s mailgate/postfix = X.XX` (scenario a).
+# Usage: bench/compare-postfix.sh [--quick] [--duration D] [--rounds R]
+#   --quick: 6 s per run, one round (finishes within 150 s). Default: 20 s, 2 rounds.
+# Installs postfix, sasl2-bin and libsasl2-modules when missing (as root); writes
+# /etc/postfix/sasl/smtpd.conf (Cyrus reads only that path) and removes it if it made it.
+# Stops everything it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=20; ROUNDS=2; C=64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) D=6; ROUNDS=1; shift;; --duration) D=$2; shift 2;; --rounds) ROUNDS=$2; shift 2;;
+    *) echo "usage: $0 [--quick] [--duration D] [--rounds R]" >&2; exit 2;;
+  esac
+done
+if ! command -v postfix >/dev/null || ! command -v saslpasswd2 >/dev/null; then
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix sasl2-bin libsasl2-modules >/dev/null
+fi
+cargo build --release --quiet --bin mailgate --bin mailgate-load
+M=$PWD/target/release/mailgate; L=$PWD/target/release/mailgate-load; P=$PWD/bench/proctree.py
+work=$(mktemp -d); chmod 755 "$work"
+mg_pid=""; pf_started=""; sasl_conf=/etc/postfix/sasl/smtpd.conf; made_sasl=""; made_user=""; added_group=""
+cleanup() {
+  [ -n "$mg_pid" ] && kill "$mg_pid" 2>/dev/null && wait "$mg_pid" 2>/dev/null
+  [ -n "$pf_started" ] && postfix -c "$work/postfix" stop >/dev/null 2>&1
+  [ -n "$made_sasl" ] && rm -f "$sasl_conf"
+  [ -n "$made_user" ] && saslpasswd2 -d -u bench.test load 2>/dev/null
+  [ -n "$added_group" ] && deluser postfix sasl >/dev/null 2>&1
+  if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$work/key.pem" -out "$work/cert.pem" -days 2 2>/dev/null
+chmod 644 "$work/key.pem"
+PASS=bench-password-1
+
+# ---- Postfix ------------------------------------------------------------------------
+pf=$work/postfix; mkdir -p "$pf" "$work/pf-mail"; chown 65534:65534 "$work/pf-mail"
+PF_PORT=$(free_port); PF_LEGACY=$(free_port)
+cat > "$pf/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $work/pf-queue
+data_directory = $work/pf-data
+mail_owner = postfix
+myhostname = bench.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+alias_maps =
+alias_database =
+local_recipient_maps =
+maillog_file = $work/postfix.log
+maillog_file_prefixes = $work
+smtpd_tls_cert_file = $work/cert.pem
+smtpd_tls_key_file = $work/key.pem
+smtpd_tls_security_level = encrypt
+smtpd_tls_auth_only = yes
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_mandatory_protocols = >=TLSv1.2
+smtpd_sasl_auth_enable = yes
+smtpd_relay_restrictions = permit_sasl_authenticated, reject
+smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+virtual_mailbox_domains = bench.test
+virtual_mailbox_base = $work/pf-mail
+virtual_mailbox_maps = static:bench/Maildir/
+virtual_uid_maps = static:65534
+virtual_gid_maps = static:65534
+default_process_limit = 300
+CF
+cat > "$pf/master.cf" <<CF
+127.0.0.1:$PF_PORT inet n - n - - smtpd
+127.0.0.1:$PF_LEGACY inet n - n - - smtpd -o smtpd_tls_protocols=>=TLSv1 -o smtpd_tls_mandatory_protocols=>=TLSv1 -o tls_high_cipherlist=DEFAULT:@SECLEVEL=0 -o smtpd_tls_mandatory_ciphers=high
+pickup unix n - n 60 1 pickup
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+tlsmgr unix - - n 1000? 1 tlsmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+local unix - n n - - local
+virtual unix - n n - - virtual
+lmtp unix - - n - - lmtp
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+CF
+if [ ! -f "$sasl_conf" ]; then
+  mkdir -p "$(dirname "$sasl_conf")"
+  printf 'pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\n' > "$sasl_conf"
+  made_sasl=1
+else
+  echo "note: using the existing $sasl_conf" >&2
+fi
+# Cyrus here opens the default /etc/sasldb2 whatever sasldb_path says; Debian's way is
+# the user in that file and postfix in group sasl (both undone at exit).
+echo "$PASS" | saslpasswd2 -p -c -u bench.test load; made_user=1
+if ! id -nG postfix | tr ' ' '\n' | grep -qx sasl; then adduser postfix sasl >/dev/null; added_group=1; fi
+mkdir -p "$work/pf-queue" "$work/pf-data"
+script -qec "postfix -c $pf set-permissions create-missing" /dev/null > "$work/postfix-start.txt" 2>&1 || true
+# Postfix reports start-up errors only to syslog or a terminal: give it one (script).
+script -qec "postfix -c $pf start" /dev/null > "$work/postfix-start.txt" 2>&1 || { cat "$work/postfix-start.txt"; exit 1; }
+pf_started=1
+PF_MASTER=""
+for _ in $(seq 1 100); do
+  PF_MASTER=$(head -1 "$work/pf-queue/pid/master.pid" 2>/dev/null | tr -d ' ' || true)
+  [ -n "$PF_MASTER" ] && python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$PF_PORT),1)" 2>/dev/null && break
+  sleep 0.1
+done
+[ -n "$PF_MASTER" ] || { echo "postfix did not start:"; tail -20 "$work/postfix.log" 2>/dev/null; exit 1; }
+
+# ---- Mailgate -----------------------------------------------------------------------
+mg=$work/mailgate; mkdir -p "$mg"
+cat > "$mg/mailgate.toml" <<TOML
+hostname = "bench.test"
+data_dir = "data"
+[log]
+level = "warn"
+[limits]
+max_sessions = 20000
+max_sessions_per_ip = 20000
+[[tls.certificate]]
+cert = "$work/cert.pem"
+key = "$work/key.pem"
+[[endpoint]]
+name = "standard-starttls"
+listen = ["127.0.0.1:0"]
+tls_mode = "starttls"
+[[endpoint]]
+name = "legacy-starttls"
+listen = ["127.0.0.1:0"]
+tls_mode = "starttls"
+tls_versions = ["1.0", "1.1", "1.2", "1.3"]
+TOML
+$M --config "$mg/mailgate.toml" tenant add bench >/dev/null
+$M --config "$mg/mailgate.toml" domain add bench.test --tenant bench >/dev/null
+$M --config "$mg/mailgate.toml" tenant set bench --allow-legacy-tls on >/dev/null
+echo "$PASS" | $M --config "$mg/mailgate.toml" user add load@bench.test --password-stdin >/dev/null
+$M --config "$mg/mailgate.toml" serve > "$work/mg.out" 2> "$work/mg.err" &
+mg_pid=$!
+for _ in $(seq 1 100); do [ "$(grep -c listening "$work/mg.out" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
+MG_PORT=$(awk '$2=="standard-starttls"{split($3,a,":"); print a[2]}' "$work/mg.out")
+MG_LEGACY=$(awk '$2=="legacy-starttls"{split($3,a,":"); print a[2]}' "$work/mg.out")
+[ -n "$MG_PORT" ] || { echo "mailgate did not start:"; cat "$work/mg.err"; exit 1; }
+
+# ---- runs ---------------------------------------------------------------------------
+# run SERVER PORT TLS MESSAGES -> one JSON line (load generator result + server CPU and peak RSS)
+run() {
+  local root=$1 port=$2 tls=$3 k=$4
+  local cpu0 cpu1 peak json
+  cpu0=$(python3 "$P" cpu "$root")
+  python3 "$P" peak "$root" "$D" > "$work/peak" &
+  local sampler=$!
+  json=$($L --addr "127.0.0.1:$port" --mode starttls --tls "$tls" -c "$C" --duration "$D" \
+    --user load@bench.test --password "$PASS" --to load@bench.test --size 10240 --messages "$k" --json | tail -1)
+  wait "$sampler"; peak=$(cat "$work/peak")
+  cpu1=$(python3 "$P" cpu "$root")
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["cpu_s"]=float(sys.argv[2])-float(sys.argv[3]); r["peak_rss_kib"]=int(sys.argv[4]); print(json.dumps(r))' \
+    "$json" "$cpu1" "$cpu0" "$peak"
+}
+results=$work/results.jsonl; : > "$results"
+for round in $(seq 1 "$ROUNDS"); do
+  for sc in a b c d; do
+    case $sc in a) tls=1.3; k=1;; b) tls=1.2; k=1;; c) tls=1.0; k=1;; d) tls=1.3; k=10;; esac
+    pport=$PF_PORT; mport=$MG_PORT
+    [ "$sc" = c ] && { pport=$PF_LEGACY; mport=$MG_LEGACY; }
+    for server in postfix mailgate; do
+      if [ $server = postfix ]; then r=$(run "$PF_MASTER" "$pport" "$tls" "$k"); else r=$(run "$mg_pid" "$mport" "$tls" "$k"); fi
+      echo "{\"scenario\":\"$sc\",\"server\":\"$server\",\"round\":$round,\"r\":$r}" >> "$results"
+      python3 -c 'import json,sys; x=json.loads(sys.argv[1]); r=x["r"]; print("  round %s %s %-8s %8.1f msgs/s  errors %s" % (x["round"], x["scenario"], x["server"], r["messages_per_sec"], r["errors"] or 0))' "$(tail -1 "$results")"
+    done
+  done
+done
+python3 - "$results" "$D" "$C" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def agg(sc, server):
+    rs = [x["r"] for x in rows if x["scenario"] == sc and x["server"] == server]
+    msgs = sum(r["messages"] for r in rs); secs = sum(r["seconds"] for r in rs)
+    p99 = max(p["p99"] for r in rs for p in r["phases_ms"] if p["phase"] == "session")
+    cpu = sum(r["cpu_s"] for r in rs)
+    return {"mps": msgs / secs if secs else 0, "p99": p99, "cpu_per_1000": 1000 * cpu / msgs if msgs else 0,
+            "rss_mb": max(r["peak_rss_kib"] for r in rs) / 1024, "errors": sum(sum(r["errors"].values()) for r in rs)}
+names = {"a": "a 64c TLS1.3 10KB", "b": "b 64c TLS1.2 10KB", "c": "c 64c TLS1.0 10KB", "d": "d 10 msgs/session"}
+print(f"\nMailgate vs Postfix, {sys.argv[3]} clients, {sys.argv[2]} s per run, same machine (2 cores shared with the load generator)")
+print(f"{'scenario':<20} {'msgs/s M':>9} {'msgs/s P':>9} {'ratio':>6} {'p99 ms M':>9} {'p99 ms P':>9} {'ratio':>6} {'CPU s/1k M':>10} {'CPU s/1k P':>10} {'RSS MB M':>9} {'RSS MB P':>9} {'err M/P':>8}")
+for sc in "abcd":
+    m, p = agg(sc, "mailgate"), agg(sc, "postfix")
+    r1 = m["mps"] / p["mps"] if p["mps"] else float("nan")
+    r2 = m["p99"] / p["p99"] if p["p99"] else float("nan")
+    print(f"{names[sc]:<20} {m['mps']:9.1f} {p['mps']:9.1f} {r1:6.2f} {m['p99']:9.1f} {p['p99']:9.1f} {r2:6.2f} {m['cpu_per_1000']:10.2f} {p['cpu_per_1000']:10.2f} {m['rss_mb']:9.1f} {p['rss_mb']:9.1f} {m['errors']:>4}/{p['errors']:<3}")
+m, p = agg("a", "mailgate"), agg("a", "postfix")
+print(f"ratio msgs/s mailgate/postfix = {m['mps'] / p['mps']:.2f}" if p["mps"] else "ratio msgs/s mailgate/postfix = nan")
+PY
