@@ -371,8 +371,11 @@ impl Validator<'_> {
             endpoints.push(self.endpoint(i, e, &endpoints)?);
         }
         self.limits(&raw.limits)?;
-        if raw.queue.retry_interval == 0 {
-            return Err(self.err("queue.retry_interval", "must be at least 1 second"));
+        if raw.queue.retry_interval == 0 || raw.queue.retry_interval > 86_400 {
+            return Err(self.err("queue.retry_interval", "must be between 1 and 86400 seconds"));
+        }
+        if raw.queue.shutdown_grace > 3600 {
+            return Err(self.err("queue.shutdown_grace", "must be at most 3600 seconds"));
         }
         let u = &raw.usage;
         if u.raw_retention_days < 1 || u.rollup_retention_days < 1 {
@@ -490,7 +493,10 @@ impl Validator<'_> {
     }
 
     fn limits(&self, l: &Limits) -> Result<(), ConfigError> {
-        let checks: [(&str, bool, &str); 11] = [
+        let checks: [(&str, bool, &str); 14] = [
+            ("limits.session_timeout", l.session_timeout <= 7 * 86_400, "must be at most 604800 (a week)"),
+            ("limits.command_timeout", l.command_timeout <= 86_400 && l.data_timeout <= 86_400 && l.tls_handshake_timeout <= 3600 && l.tls_hello_timeout <= 3600, "timeouts must be at most a day (handshake and hello: an hour)"),
+            ("limits.max_sessions", l.max_sessions <= 1_000_000, "must be at most 1000000"),
             ("limits.tls_hello_timeout", l.tls_hello_timeout >= 1, "must be at least 1 second"),
             ("limits.max_message_size", l.max_message_size >= 1024, "must be at least 1024 octets"),
             ("limits.max_recipients", l.max_recipients >= 1, "must be at least 1 (RFC 5321 asks for 100)"),

@@ -251,6 +251,9 @@ static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 pub struct Directory {
     pool: SqlitePool,
     cache: Arc<CredentialCache>,
+    /// At most one argon2 verification per core at a time (each takes ~19 MiB): a burst
+    /// of logins queues here instead of exhausting memory and the blocking pool.
+    argon2_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Directory {
@@ -270,7 +273,8 @@ impl Directory {
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         migrate(&pool).await?;
-        Ok(Directory { pool, cache: Arc::new(CredentialCache::new()) })
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Ok(Directory { pool, cache: Arc::new(CredentialCache::new()), argon2_slots: Arc::new(tokio::sync::Semaphore::new(cores)) })
     }
 
     /// The credentials cache (for metrics and tests).
@@ -343,12 +347,21 @@ impl Directory {
         let until: Option<String> = row.get("legacy_until");
         let users: String = row.get("legacy_users");
         let networks: String = row.get("legacy_networks");
+        // Values are validated when set; one that no longer parses fails closed (an error,
+        // so a session gets a temporary failure) rather than widening the opt-in.
+        let unreadable = |what: &str| DirectoryError::Invalid(format!("tenant {tenant}: stored {what} is unreadable; set it again"));
+        let until = match until {
+            Some(u) => Some(chrono::NaiveDate::parse_from_str(&u, "%Y-%m-%d").map_err(|_| unreadable("legacy_until"))?),
+            None => None,
+        };
+        let networks = split_list(&networks)
+            .map(|n| n.parse().map_err(|_| unreadable("legacy_networks")))
+            .collect::<Result<Vec<ipnet::IpNet>>>()?;
         Ok(LegacySettings {
             allowed: row.get("allow_legacy_tls"),
-            until: until.and_then(|u| chrono::NaiveDate::parse_from_str(&u, "%Y-%m-%d").ok()),
+            until,
             users: split_list(&users).map(String::from).collect(),
-            // Stored values were validated when set; one that no longer parses is skipped.
-            networks: split_list(&networks).filter_map(|n| n.parse().ok()).collect(),
+            networks,
             forbidden: row.get("forbid_legacy_tls"),
         })
     }
@@ -517,16 +530,29 @@ impl Directory {
         let Some(row) = row else {
             // Spend an argon2 verification anyway: the reply time must not tell that the
             // user does not exist.
-            let dummy = DUMMY_HASH.get_or_init(|| hash_password("mailgate-dummy").unwrap_or_default()).clone();
+            let _slot = self.argon2_slots.acquire().await;
+            let dummy = match DUMMY_HASH.get() {
+                Some(h) => h.clone(),
+                None => {
+                    let h = tokio::task::spawn_blocking(|| hash_password("mailgate-dummy").unwrap_or_default())
+                        .await
+                        .unwrap_or_default();
+                    DUMMY_HASH.get_or_init(|| h).clone()
+                }
+            };
             verify_blocking(password.to_string(), dummy).await;
             return Ok(AuthOutcome::BadCredentials);
         };
         let stored: String = row.get("password_hash");
         if !self.cache.hit(&address, &stored, password) {
-            if !verify_blocking(password.to_string(), stored.clone()).await {
-                return Ok(AuthOutcome::BadCredentials);
+            let _slot = self.argon2_slots.acquire().await;
+            // Another session may have verified the same credentials while this one waited.
+            if !self.cache.hit(&address, &stored, password) {
+                if !verify_blocking(password.to_string(), stored.clone()).await {
+                    return Ok(AuthOutcome::BadCredentials);
+                }
+                self.cache.remember(&address, &stored, password);
             }
-            self.cache.remember(&address, &stored, password);
         }
         let user = User {
             address,

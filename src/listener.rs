@@ -265,7 +265,7 @@ impl Connection {
         };
         if let Some(h) = &hello {
             event.offered_max = Some(h.offered_max.name().to_string());
-            event.sni = h.sni.clone();
+            event.sni = h.sni.as_deref().map(crate::usage::printable);
             event.fingerprint = Some(h.fingerprint.clone());
         }
         let today = (self.shared.ctx.clock)().date_naive();
@@ -330,7 +330,7 @@ impl Connection {
     ) {
         event.version = Some(facts.version.name().to_string());
         event.cipher = Some(facts.cipher.clone());
-        event.sni = facts.sni.clone().or(event.sni.take());
+        event.sni = facts.sni.as_deref().map(crate::usage::printable).or(event.sni.take());
         tracing::info!(
             stack = ?stack, tls_version = %facts.version, cipher = %facts.cipher, sni = facts.sni.as_deref(),
             offered_max = facts.offered_max.map(|v| v.name()), fingerprint = facts.fingerprint.as_deref(), "TLS established"

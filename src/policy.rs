@@ -2,9 +2,9 @@
 //!
 //! Nothing here does I/O: the session gathers the facts (TLS state, the authenticated
 //! user, directory lookups) and asks these functions, which answer with a decision or the
-//! exact [`Reply`] to give. Each function is tested with a table of cases below. Later
-//! issues add the TLS rollout schedule and tenant opt-in here, with `now` and the random
-//! source passed in.
+//! exact [`Reply`] to give. Each function is tested with a table of cases below. The
+//! legacy-TLS rules (endpoint rule, dated schedule, tenant opt-in) take `today` and the
+//! random source as arguments.
 
 use crate::config::{Endpoint, LegacyTls, StepAction};
 use crate::directory::LegacySettings;

@@ -218,7 +218,11 @@ impl SpoolWriter {
         let to = self.queue_dir.join(format!("{}.msg", self.id));
         tokio::fs::rename(&from, &to).await?;
         self.guard.0 = None;
-        sync_dir(&self.queue_dir).await?;
+        if let Err(e) = sync_dir(&self.queue_dir).await {
+            // The client will be told 451 and send again: this copy must not be delivered.
+            let _ = tokio::fs::remove_file(&to).await;
+            return Err(e);
+        }
         let _ = self.notify.send(self.id.clone());
         Ok(self.id)
     }
@@ -285,8 +289,13 @@ impl QueueRunner {
         let (env, offset) = match self.spool.read_envelope(id).await {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => {
+            Err(e) if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) => {
                 self.quarantine(id, &e).await;
+                return;
+            }
+            Err(e) => {
+                // EMFILE, EIO...: the message was acknowledged; try again at the next scan.
+                tracing::warn!(queue_id = id, error = %e, "cannot read a queue entry now; will retry");
                 return;
             }
         };

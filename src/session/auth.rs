@@ -119,8 +119,6 @@ impl Session {
         }
     }
 
-    /// Below TLS 1.2, the tenant's opt-in is checked after the password and before any
-    /// MAIL; a refusal is a 534 naming the reason.
     /// Usage: a failed login is attributed to the tenant of the login's domain, if any,
     /// so that the tenant's admins see devices failing with their addresses.
     async fn note_failed_login(&mut self, login: &str) {
@@ -131,10 +129,12 @@ impl Session {
             None => None,
         };
         self.usage.refusal = Some(crate::usage::Outcome::AuthFailed);
-        self.usage.user = tenant.as_ref().map(|_| login.chars().take(255).collect());
+        self.usage.user = tenant.as_ref().map(|_| crate::usage::printable(&login));
         self.usage.tenant = tenant;
     }
 
+    /// Below TLS 1.2, the tenant's opt-in is checked after the password and before any
+    /// MAIL; a refusal is a 534 naming the reason.
     async fn legacy_opt_in(&self, user: &str, tenant: &str) -> Result<(), (Reply, crate::usage::Outcome)> {
         let Some(version) = self.tls.as_ref().map(|t| t.version).filter(|v| v.is_legacy()) else {
             return Ok(());

@@ -96,8 +96,16 @@ impl Session {
                 Err(reply) => return self.discard_chunk(size, max, reply),
             }
         }
+        // A chunk that cannot fit is not stored: it is read and dropped, like DATA past
+        // the limit, so the session stays in step (RFC 3030 §2); then 552.
+        let received = self.bdat.as_ref().and_then(|b| b.writer.as_ref()).map_or(0, |w| w.content_bytes());
+        if size > max.saturating_sub(received) {
+            self.reset_transaction();
+            self.mode = Mode::BdatDiscard { remaining: size, reply: Reply::message_too_big(max) };
+            return None;
+        }
         if size == 0 {
-            return Some(self.bdat_chunk_done(last, 0).await);
+            return Some(self.bdat_chunk_done(last).await);
         }
         self.mode = Mode::BdatChunk { remaining: size, last };
         None
@@ -136,7 +144,7 @@ impl Session {
         let id = spool.new_id();
         let envelope = Envelope {
             id: id.clone(),
-            received_at: chrono::Utc::now().timestamp(),
+            received_at: (self.ctx.clock)().timestamp(),
             sender: tx.sender.clone(),
             recipients: tx.recipients.clone(),
             auth_user: user.address.clone(),
@@ -188,7 +196,7 @@ impl Session {
                 h.push_str(&format!("\r\n\tfor <{}>", header_safe(&only.address)));
             }
         }
-        h.push_str(&format!(";\r\n\t{}\r\n", chrono::Utc::now().to_rfc2822()));
+        h.push_str(&format!(";\r\n\t{}\r\n", (self.ctx.clock)().to_rfc2822()));
         h
     }
 
@@ -216,7 +224,7 @@ impl Session {
                     return (take, None);
                 }
                 self.mode = Mode::Command;
-                (take, Some(self.bdat_chunk_done(last, take as u64).await))
+                (take, Some(self.bdat_chunk_done(last).await))
             }
             Mode::BdatDiscard { remaining, .. } => {
                 let take = (*remaining).min(input.len() as u64) as usize;
@@ -234,7 +242,7 @@ impl Session {
     }
 
     /// The reply to a complete BDAT chunk.
-    async fn bdat_chunk_done(&mut self, last: bool, _octets: u64) -> Reply {
+    async fn bdat_chunk_done(&mut self, last: bool) -> Reply {
         let Some(mut incoming) = self.bdat.take() else {
             return Reply::bad_sequence("Need MAIL FROM and RCPT TO before BDAT");
         };
@@ -245,6 +253,10 @@ impl Session {
         if incoming.too_big {
             self.reset_transaction();
             return Reply::message_too_big(incoming.max);
+        }
+        if incoming.failed {
+            self.reset_transaction();
+            return Reply::spool_error();
         }
         let received = incoming.writer.as_ref().map_or(0, |w| w.content_bytes());
         self.bdat = Some(incoming);

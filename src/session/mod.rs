@@ -362,7 +362,7 @@ impl Session {
     fn handle_ehlo(&mut self, host: String, esmtp: bool) -> Reply {
         let host = if host.is_empty() { format!("[{}]", self.conn.peer.ip()) } else { host };
         self.helo = Some(host.clone());
-        self.usage.ehlo = Some(host.chars().take(255).collect());
+        self.usage.ehlo = Some(crate::usage::printable(&host));
         self.esmtp = esmtp;
         self.reset_transaction();
         let cfg = &self.ctx.config;

@@ -4,7 +4,7 @@
 //! Certificates come from PEM files; RSA and ECDSA pairs may be given together and the
 //! resolver picks, per handshake, the first one whose key can sign with a scheme the
 //! client offers. Policy and reports see only [`TlsFacts`], whichever stack served the
-//! session (the legacy OpenSSL stack arrives with the legacy endpoint).
+//! session: rustls, or OpenSSL ([`legacy`]) for hellos rustls cannot serve.
 
 pub mod hello;
 pub mod legacy;
@@ -88,7 +88,8 @@ impl std::fmt::Display for TlsVersion {
 pub struct TlsFacts {
     /// The negotiated version.
     pub version: TlsVersion,
-    /// The cipher suite's standard (IANA) name, e.g. `TLS13_AES_256_GCM_SHA384`.
+    /// The cipher suite's name as the stack gives it: rustls `TLS13_AES_256_GCM_SHA384`,
+    /// OpenSSL the RFC name `TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA`.
     pub cipher: String,
     /// The server name the client asked for (SNI), if any.
     pub sni: Option<String>,

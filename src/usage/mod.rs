@@ -148,6 +148,12 @@ impl UsageEvent {
     }
 }
 
+/// A client-supplied string (EHLO name, SNI, login) as stored and shown in reports:
+/// printable characters only (no terminal escapes), at most 255.
+pub fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(255).collect()
+}
+
 /// `TLSv1.0`, `TLSv1.1` and `SSLv3` are legacy.
 pub fn is_legacy_name(v: &str) -> bool {
     matches!(v, "TLSv1.0" | "TLSv1.1" | "SSLv3")

@@ -35,13 +35,13 @@ impl Period {
         let period = match (since, from) {
             (Some(_), Some(_)) => return Err("give either --since or --from/--to, not both".into()),
             (Some(s), None) => {
-                let (n, unit) = s.split_at(s.len().saturating_sub(1));
-                let n: i64 = n.parse().map_err(|_| format!("--since {s:?}: expected a count and d or w, like 90d"))?;
-                let days = match unit {
-                    "d" => n,
-                    "w" => n.saturating_mul(7),
-                    _ => return Err(format!("--since {s:?}: expected a count and d or w, like 90d")),
+                let bad = || format!("--since {s:?}: expected a count and d or w, like 90d");
+                let (n, per) = match (s.strip_suffix('d'), s.strip_suffix('w')) {
+                    (Some(n), _) => (n, 1),
+                    (_, Some(n)) => (n, 7),
+                    _ => return Err(bad()),
                 };
+                let days = n.parse::<i64>().map_err(|_| bad())?.saturating_mul(per);
                 if days < 1 {
                     return Err(format!("--since {s:?}: must be at least 1d"));
                 }
@@ -395,10 +395,17 @@ impl Tabular for WhatIfRow {
     }
 }
 
-/// RFC 4180 CSV with a header line.
+/// RFC 4180 CSV with a header line. A cell a spreadsheet would read as a formula (it
+/// starts with `=`, `+`, `@` or a `-` that is not a number: client-chosen EHLO names can)
+/// is prefixed with `'`.
 pub fn to_csv<T: Tabular>(rows: &[T]) -> String {
     let field = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+        let s = if s.starts_with(['=', '+', '@']) || (s.starts_with('-') && s.parse::<f64>().is_err()) {
+            format!("'{s}")
+        } else {
+            s.to_string()
+        };
+        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
     };
     let mut out = T::headers().join(",");
     out.push_str("\r\n");
@@ -469,6 +476,7 @@ mod tests {
             (Some("9223372036854775807w"), None, None),
             (Some("-3d"), None, None),
             (Some("d"), None, None),
+            (Some("7\u{e9}"), None, None),
         ] {
             assert!(Period::parse(bad.0, bad.1, bad.2, today).is_err(), "{bad:?}");
         }
