@@ -6,18 +6,22 @@
 #   b  as a, TLS 1.2
 #   c  as a, TLS 1.0 (Mailgate's legacy endpoint; a Postfix listener allowing TLS 1.0)
 #   d  as a, ten messages per session
+#   e  idle sessions held after EHLO under TLS 1.3: peak memory (PSS) (Mailgate: --idle N,
+#      default 10000, 2000 with --quick; Postfix holds at most default_process_limit = 300 sessions, one smtpd process
+#      each, so it is measured at 300 and compared per session)
 # Prints a table of ratios and, last, `ratio msgs/s mailgate/postfix = X.XX` (scenario a).
-# Usage: bench/compare-postfix.sh [--quick] [--duration D] [--rounds R]
+# Usage: bench/compare-postfix.sh [--quick] [--duration D] [--rounds R] [--idle N]
 #   --quick: 6 s per run, one round (finishes within 150 s). Default: 20 s, 2 rounds.
 # Installs postfix, sasl2-bin and libsasl2-modules when missing (as root); writes
 # /etc/postfix/sasl/smtpd.conf (Cyrus reads only that path) and removes it if it made it.
 # Stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-D=20; ROUNDS=2; C=64
+D=20; ROUNDS=2; C=64; IDLE=10000; HOLD=30
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) D=6; ROUNDS=1; shift;; --duration) D=$2; shift 2;; --rounds) ROUNDS=$2; shift 2;;
+    --quick) D=6; ROUNDS=1; HOLD=10; IDLE=2000; shift;; --duration) D=$2; shift 2;; --rounds) ROUNDS=$2; shift 2;;
+    --idle) IDLE=$2; shift 2;;
     *) echo "usage: $0 [--quick] [--duration D] [--rounds R]" >&2; exit 2;;
   esac
 done
@@ -193,7 +197,22 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
 done
-python3 - "$results" "$D" "$C" <<'PY'
+# ---- e: idle sessions -----------------------------------------------------------------
+idle() { # root port n -> "peak_rss_kib held"
+  local root=$1 port=$2 n=$3 base
+  base=$(python3 "$P" rss "$root")
+  python3 "$P" peak "$root" $((HOLD + 10)) > "$work/peak" &
+  local sampler=$!
+  local json
+  json=$($L --addr "127.0.0.1:$port" --mode starttls --tls 1.3 -c "$n" --sessions "$n" --handshake-only --hold "$HOLD" --json | tail -1)
+  wait "$sampler"
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(sys.argv[2], sys.argv[3], r["peak_held"])' "$json" "$(cat "$work/peak")" "$base"
+}
+read -r pf_peak pf_base pf_held < <(idle "$PF_MASTER" "$PF_PORT" 300)
+read -r mg_peak mg_base mg_held < <(idle "$mg_pid" "$MG_PORT" "$IDLE")
+echo "{\"idle\": {\"postfix\": [$pf_peak, $pf_base, $pf_held], \"mailgate\": [$mg_peak, $mg_base, $mg_held]}}" > "$work/idle.json"
+
+python3 - "$results" "$D" "$C" "$work/idle.json" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def agg(sc, server):
@@ -205,12 +224,16 @@ def agg(sc, server):
             "rss_mb": max(r["peak_rss_kib"] for r in rs) / 1024, "errors": sum(sum(r["errors"].values()) for r in rs)}
 names = {"a": "a 64c TLS1.3 10KB", "b": "b 64c TLS1.2 10KB", "c": "c 64c TLS1.0 10KB", "d": "d 10 msgs/session"}
 print(f"\nMailgate vs Postfix, {sys.argv[3]} clients, {sys.argv[2]} s per run, same machine (2 cores shared with the load generator)")
-print(f"{'scenario':<20} {'msgs/s M':>9} {'msgs/s P':>9} {'ratio':>6} {'p99 ms M':>9} {'p99 ms P':>9} {'ratio':>6} {'CPU s/1k M':>10} {'CPU s/1k P':>10} {'RSS MB M':>9} {'RSS MB P':>9} {'err M/P':>8}")
+print(f"{'scenario':<20} {'msgs/s M':>9} {'msgs/s P':>9} {'ratio':>6} {'p99 ms M':>9} {'p99 ms P':>9} {'ratio':>6} {'CPU s/1k M':>10} {'CPU s/1k P':>10} {'PSS MB M':>9} {'PSS MB P':>9} {'err M/P':>8}")
 for sc in "abcd":
     m, p = agg(sc, "mailgate"), agg(sc, "postfix")
     r1 = m["mps"] / p["mps"] if p["mps"] else float("nan")
     r2 = m["p99"] / p["p99"] if p["p99"] else float("nan")
     print(f"{names[sc]:<20} {m['mps']:9.1f} {p['mps']:9.1f} {r1:6.2f} {m['p99']:9.1f} {p['p99']:9.1f} {r2:6.2f} {m['cpu_per_1000']:10.2f} {p['cpu_per_1000']:10.2f} {m['rss_mb']:9.1f} {p['rss_mb']:9.1f} {m['errors']:>4}/{p['errors']:<3}")
+idle = json.load(open(sys.argv[4]))["idle"]
+for name, (peak, base, held) in (("mailgate", idle["mailgate"]), ("postfix", idle["postfix"])):
+    per = (peak - base) / held if held else float("nan")
+    print(f"e idle {name:<8}: {held} sessions held after EHLO under TLS 1.3, peak memory (PSS) {peak / 1024:.1f} MB ({per:.1f} KiB per session above the {base / 1024:.1f} MB at rest)")
 m, p = agg("a", "mailgate"), agg("a", "postfix")
 print(f"ratio msgs/s mailgate/postfix = {m['mps'] / p['mps']:.2f}" if p["mps"] else "ratio msgs/s mailgate/postfix = nan")
 PY

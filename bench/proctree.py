@@ -3,8 +3,11 @@
 
   proctree.py cpu PID          total CPU seconds of PID and its descendants, including
                                children that have exited and been reaped (cutime/cstime)
-  proctree.py rss PID          resident set size of PID and its live descendants, in KiB
-  proctree.py peak PID SECONDS sample rss every 0.2 s for SECONDS; print the peak KiB
+  proctree.py rss PID          proportional set size (PSS: shared pages divided among the
+                               processes sharing them) of PID and its live descendants, KiB;
+                               plain RSS summed over Postfix's many processes would count
+                               shared libraries once per process
+  proctree.py peak PID SECONDS sample that every 0.2 s for SECONDS; print the peak KiB
 """
 import os
 import sys
@@ -53,9 +56,9 @@ def rss(root):
     total = 0
     for p in tree(root):
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1])
         except OSError:
             pass

@@ -57,6 +57,10 @@ struct Args {
     /// Messages per session.
     #[arg(long, default_value_t = 1)]
     messages: usize,
+    /// With --handshake-only: hold each session this many seconds after EHLO under TLS
+    /// (idle sessions, for memory measurements).
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
     /// Print the result as JSON too.
     #[arg(long)]
     json: bool,
@@ -64,6 +68,10 @@ struct Args {
     #[arg(long, default_value = "")]
     label: String,
 }
+
+/// Sessions held idle right now, and the most at once (--hold).
+static HELD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static PEAK_HELD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -238,6 +246,15 @@ async fn session(a: &Args, conn: &Connector, stats: &mut Stats, n: u64) -> Resul
     };
     stats.connect_tls.push(start.elapsed());
     if a.handshake_only {
+        if a.hold > 0 {
+            if a.mode == "implicit" {
+                cmd(&mut s, &mut buf, b"EHLO load.test\r\n", 250).await?;
+            }
+            let now = HELD.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            PEAK_HELD.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(a.hold)).await;
+            HELD.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let _ = s.write_all(b"QUIT\r\n").await;
         return Ok(());
     }
@@ -298,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
                     _ => {}
                 }
                 let t = Instant::now();
-                match tokio::time::timeout(Duration::from_secs(60), session(&a, &conn, &mut stats, n)).await {
+                match tokio::time::timeout(Duration::from_secs(60 + a.hold), session(&a, &conn, &mut stats, n)).await {
                     Ok(Ok(())) => {
                         stats.sessions += 1;
                         stats.session.push(t.elapsed());
@@ -336,6 +353,10 @@ async fn main() -> anyhow::Result<()> {
     for (e, n) in &all.errors {
         println!("  error {e}: {n}");
     }
+    let peak_held = PEAK_HELD.load(std::sync::atomic::Ordering::SeqCst);
+    if a.hold > 0 {
+        println!("  sessions held idle at once: {peak_held}");
+    }
     if a.json {
         let json = serde_json::json!({
             "label": label, "seconds": secs, "concurrency": a.concurrency,
@@ -343,6 +364,7 @@ async fn main() -> anyhow::Result<()> {
             "sessions_per_sec": all.sessions as f64 / secs, "messages_per_sec": all.messages as f64 / secs,
             "phases_ms": phases.iter().map(|(n, a, b, c)| serde_json::json!({"phase": n, "p50": a, "p90": b, "p99": c})).collect::<Vec<_>>(),
             "errors": all.errors,
+            "peak_held": peak_held,
         });
         println!("{json}");
     }
