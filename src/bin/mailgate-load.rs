@@ -223,7 +223,12 @@ fn message(size: usize, n: u64) -> Vec<u8> {
     m
 }
 
+/// Handshakes in flight at once: a connect storm of thousands of SYNs overflows the
+/// server's listen backlog and measures SYN retransmits, not the server.
+static CONNECTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
+
 async fn session(a: &Args, conn: &Connector, stats: &mut Stats, n: u64) -> Result<(), String> {
+    let connecting = CONNECTING.acquire().await.map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut buf = Vec::new();
     let mut tcp = TcpStream::connect(a.addr).await.map_err(|e| format!("connect: {e}"))?;
@@ -245,6 +250,7 @@ async fn session(a: &Args, conn: &Connector, stats: &mut Stats, n: u64) -> Resul
         s
     };
     stats.connect_tls.push(start.elapsed());
+    drop(connecting);
     if a.handshake_only {
         if a.hold > 0 {
             if a.mode == "implicit" {
