@@ -92,6 +92,10 @@ impl Spool {
         let queue = dir.join("queue");
         std::fs::create_dir_all(&incoming)?;
         std::fs::create_dir_all(&queue)?;
+        // Make the directories themselves durable before anything is acknowledged in them.
+        for d in [dir, dir.parent().unwrap_or(dir)] {
+            std::fs::File::open(d)?.sync_all()?;
+        }
         for entry in std::fs::read_dir(&incoming)? {
             let path = entry?.path();
             tracing::info!(file = %path.display(), "removing unacknowledged message left by an interrupted session");
@@ -195,10 +199,6 @@ impl Spool {
 }
 
 impl SpoolWriter {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Content bytes written so far (the Received header excluded).
     pub fn content_bytes(&self) -> u64 {
         self.content_bytes
@@ -227,8 +227,6 @@ impl SpoolWriter {
         Ok(self.id)
     }
 
-    /// Discards the message (client vanished, message refused).
-    pub fn abort(self) {}
 }
 
 /// fsync a directory so that a rename or unlink in it is durable.

@@ -38,11 +38,6 @@ impl Reply {
         self.code >= 400
     }
 
-    /// True for 5xx replies.
-    pub fn is_permanent(&self) -> bool {
-        self.code >= 500
-    }
-
     /// The reply as it goes on the wire, CRLF-terminated (RFC 5321 §4.2.1 multi-line form).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let last = self.lines.len().saturating_sub(1);

@@ -74,17 +74,20 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
         crate::tls::legacy::openssl_acceptor(&config.certificates).context("OpenSSL (legacy TLS) configuration")?,
     );
     let rustls_suites = Arc::new(crate::tls::rustls_suite_ids());
-    let mut runtimes = Vec::new();
-    for ep in endpoints.iter() {
-        let tls = crate::tls::rustls_config(&config.certificates, &ep.tls_versions)
-            .with_context(|| format!("endpoint {}: TLS configuration", ep.name))?;
-        runtimes.push(Arc::new(EndpointRuntime {
-            config: Arc::new(ep.clone()),
-            rustls: tokio_rustls::TlsAcceptor::from(tls),
-            openssl: openssl.clone(),
-            rustls_suites: rustls_suites.clone(),
-        }));
-    }
+    let rustls = tokio_rustls::TlsAcceptor::from(
+        crate::tls::rustls_config(&config.certificates).context("TLS (rustls) configuration")?,
+    );
+    let runtimes: Vec<Arc<EndpointRuntime>> = endpoints
+        .iter()
+        .map(|ep| {
+            Arc::new(EndpointRuntime {
+                config: Arc::new(ep.clone()),
+                rustls: rustls.clone(),
+                openssl: openssl.clone(),
+                rustls_suites: rustls_suites.clone(),
+            })
+        })
+        .collect();
     let bound = sockets.into_iter().map(|(i, l)| (runtimes[i].clone(), l));
     let mut listeners = Vec::new();
     let mut tasks = Vec::new();

@@ -358,3 +358,33 @@ async fn session_limit_answers_421() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A TLS 1.2 client on an endpoint that lists only TLS 1.3 completes the handshake and is
+/// told why in SMTP, rather than getting a bare TLS alert.
+#[tokio::test]
+async fn unlisted_tls_version_gets_a_readable_421() {
+    let t = TestServer::start_config(
+        "[[endpoint]]\nname = \"only13\"\nlisten = [\"127.0.0.1:0\"]\ntls_mode = \"implicit\"\ntls_versions = [\"1.3\"]\n",
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut t.cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(t.addr("only13")).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("the TLS 1.2 handshake completes");
+    let mut r = Raw::from_stream(Box::new(tls), &t.cert_pem);
+    let (code, text) = r.reply().await;
+    assert_eq!(code, 421, "{text}");
+    assert!(text.starts_with("421 4.7.0 TLS 1.2 is not offered on this endpoint; use TLS 1.3"), "{text}");
+    assert!(r.closed().await);
+}

@@ -47,11 +47,31 @@ impl Maildir {
         Ok(self.root.join(domain.to_lowercase()).join(local.to_lowercase()))
     }
 
+    /// Creates a new mailbox durably: the directories, then an fsync of each parent, so
+    /// that a delivery recorded as done cannot lose its mailbox in a crash.
+    async fn create_mailbox(&self, mbox: &Path) -> io::Result<()> {
+        for sub in ["tmp", "new", "cur"] {
+            tokio::fs::create_dir_all(mbox.join(sub)).await?;
+        }
+        let mut dir = Some(mbox);
+        while let Some(d) = dir {
+            crate::queue::sync_dir(d).await?;
+            if d == self.root {
+                break;
+            }
+            dir = d.parent();
+        }
+        if let Some(parent) = self.root.parent() {
+            crate::queue::sync_dir(parent).await?;
+        }
+        Ok(())
+    }
+
     /// Starts a delivery: creates the Maildir if needed and opens a file in `tmp/`.
     pub async fn begin(&self, address: &str) -> io::Result<MaildirDelivery> {
         let mbox = self.mailbox_dir(address)?;
-        for sub in ["tmp", "new", "cur"] {
-            tokio::fs::create_dir_all(mbox.join(sub)).await?;
+        if !tokio::fs::try_exists(mbox.join("new")).await.unwrap_or(false) {
+            self.create_mailbox(&mbox).await?;
         }
         let now = chrono::Utc::now();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);

@@ -158,17 +158,13 @@ impl ResolvesServerCert for MultiCertResolver {
     }
 }
 
-/// Builds the rustls server configuration for the given versions.
-pub fn rustls_config(pairs: &[CertificatePair], versions: &[TlsVersion]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// Builds the rustls server configuration (TLS 1.2 and 1.3; an endpoint's `tls_versions`
+/// are enforced after the handshake, with a readable reply).
+pub fn rustls_config(pairs: &[CertificatePair]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let keys = pairs.iter().map(|p| load_pair(p).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-    let protocol_versions: Vec<&'static rustls::SupportedProtocolVersion> = versions
-        .iter()
-        .filter(|v| !v.is_legacy())
-        .map(|v| match v {
-            TlsVersion::Tls13 => &rustls::version::TLS13,
-            _ => &rustls::version::TLS12,
-        })
-        .collect();
+    // rustls always completes TLS 1.2 and 1.3: a version the endpoint does not list is
+    // then answered with a readable 421 (policy::after_handshake), not a bare alert.
+    let protocol_versions: [&'static rustls::SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&protocol_versions)?

@@ -142,10 +142,6 @@ impl UsageEvent {
         self.user.clone().unwrap_or_else(|| format!("[{}]", self.client_ip))
     }
 
-    /// Below TLS 1.2 negotiated, or (no handshake) offered.
-    pub fn is_legacy(&self) -> bool {
-        is_legacy_name(self.version.as_deref().or(self.offered_max.as_deref()).unwrap_or(""))
-    }
 }
 
 /// A client-supplied string (EHLO name, SNI, login) as stored and shown in reports:
