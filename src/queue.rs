@@ -10,8 +10,9 @@
 //! The runner delivers each queued message's local recipients through [`crate::delivery`],
 //! records each delivered recipient in `queue/<ID>.done` (fsynced), and removes the entry
 //! only when every recipient is done. Relay recipients stay queued until smart-host
-//! delivery exists. A crash between a mailbox write and its `.done` record can deliver that
-//! recipient twice after a restart (at least once, never lost).
+//! delivery exists. Where a duplicate can occur after a crash (at least once, never lost):
+//! between a mailbox write and its `.done` record (the last recipient gets none: the entry
+//! is removed instead), and when the unlink of a delivered entry was not yet durable.
 
 use crate::delivery::maildir::Maildir;
 use serde::{Deserialize, Serialize};
@@ -191,10 +192,13 @@ impl Spool {
         f.sync_all().await
     }
 
+    /// Removes a delivered entry. The directory is not fsynced: if a crash loses the unlink,
+    /// the message is delivered again after the restart (at least once), which costs less
+    /// than an fsync per message in the normal case.
     async fn remove(&self, id: &str) -> io::Result<()> {
         tokio::fs::remove_file(self.msg_path(id)).await?;
         let _ = tokio::fs::remove_file(self.done_path(id)).await;
-        sync_dir(&self.queue).await
+        Ok(())
     }
 }
 
@@ -298,15 +302,14 @@ impl QueueRunner {
             }
         };
         let done = self.spool.delivered(id).await;
-        let mut pending = 0;
-        for rcpt in env.recipients.iter().filter(|r| !done.contains(&r.address)) {
-            match &rcpt.route {
-                RecipientRoute::Relay => pending += 1,
-                RecipientRoute::Local { .. } => {
-                    if !self.deliver_local(id, &rcpt.address, offset).await {
-                        pending += 1;
-                    }
-                }
+        let todo: Vec<&Recipient> = env.recipients.iter().filter(|r| !done.contains(&r.address)).collect();
+        let mut pending = todo.iter().filter(|r| r.route == RecipientRoute::Relay).count();
+        let locals: Vec<&&Recipient> = todo.iter().filter(|r| r.route != RecipientRoute::Relay).collect();
+        for (i, rcpt) in locals.iter().enumerate() {
+            // The last recipient needs no `.done` record: the entry is removed right after.
+            let record = pending > 0 || i + 1 < locals.len();
+            if !self.deliver_local(id, &rcpt.address, offset, record).await {
+                pending += 1;
             }
         }
         if pending == 0 {
@@ -333,11 +336,14 @@ impl QueueRunner {
         }
     }
 
-    async fn deliver_local(&self, id: &str, address: &str, offset: u64) -> bool {
+    async fn deliver_local(&self, id: &str, address: &str, offset: u64, record: bool) -> bool {
         let source = self.spool.msg_path(id);
         match self.maildir.deliver(address, &source, offset).await {
             Ok(path) => {
                 tracing::info!(queue_id = id, recipient = address, file = %path.display(), "delivered to maildir");
+                if !record {
+                    return true;
+                }
                 if let Err(e) = self.spool.mark_delivered(id, address).await {
                     tracing::error!(queue_id = id, error = %e, "delivered but cannot record it; it may be delivered again");
                     return false;
