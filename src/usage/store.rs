@@ -119,36 +119,10 @@ impl SqliteUsageStore {
         Ok(store)
     }
 
-    /// Inserts rollup rows as they are (synthetic data for benchmarks).
+    /// Adds rollup rows (synthetic data for benchmarks), with the writer's own upsert.
     pub async fn insert_rollups(&self, rows: &[DailyRow]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(500) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, fingerprint, outcome, sessions, messages, bytes, last_seen, ehlo, sni, client_ip, offered_max) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(&r.tenant)
-                    .push_bind(r.day.to_string())
-                    .push_bind(&r.sender)
-                    .push_bind(&r.endpoint)
-                    .push_bind(&r.version)
-                    .push_bind(&r.fingerprint)
-                    .push_bind(r.outcome.as_str())
-                    .push_bind(r.sessions)
-                    .push_bind(r.messages)
-                    .push_bind(r.bytes)
-                    .push_bind(r.last_seen)
-                    .push_bind(&r.ehlo)
-                    .push_bind(&r.sni)
-                    .push_bind(&r.client_ip)
-                    .push_bind(&r.offered_max);
-            });
-            q.push(
-                " ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions, messages = messages + excluded.messages, \
-                 bytes = bytes + excluded.bytes, last_seen = MAX(last_seen, excluded.last_seen)",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
+        upsert_rollups(&mut tx, rows).await?;
         tx.commit().await
     }
 
@@ -186,6 +160,43 @@ async fn insert_raw(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent
                 .push_bind(e.messages as i64)
                 .push_bind(e.bytes as i64);
         });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Adds rows into `usage_daily`: counts summed, device details from the latest row.
+async fn upsert_rollups(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &[DailyRow]) -> Result<()> {
+    for chunk in rows.chunks(500) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, fingerprint, outcome, sessions, messages, bytes, last_seen, ehlo, sni, client_ip, offered_max) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(&r.tenant)
+                .push_bind(r.day.to_string())
+                .push_bind(&r.sender)
+                .push_bind(&r.endpoint)
+                .push_bind(&r.version)
+                .push_bind(&r.fingerprint)
+                .push_bind(r.outcome.as_str())
+                .push_bind(r.sessions)
+                .push_bind(r.messages)
+                .push_bind(r.bytes)
+                .push_bind(r.last_seen)
+                .push_bind(&r.ehlo)
+                .push_bind(&r.sni)
+                .push_bind(&r.client_ip)
+                .push_bind(&r.offered_max);
+        });
+        q.push(
+            " ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions, messages = messages + excluded.messages, \
+             bytes = bytes + excluded.bytes, \
+             ehlo = CASE WHEN excluded.last_seen >= last_seen THEN excluded.ehlo ELSE ehlo END, \
+             sni = CASE WHEN excluded.last_seen >= last_seen THEN excluded.sni ELSE sni END, \
+             client_ip = CASE WHEN excluded.last_seen >= last_seen THEN excluded.client_ip ELSE client_ip END, \
+             offered_max = CASE WHEN excluded.last_seen >= last_seen THEN excluded.offered_max ELSE offered_max END, \
+             last_seen = MAX(last_seen, excluded.last_seen)",
+        );
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
@@ -267,38 +278,7 @@ impl UsageStore for SqliteUsageStore {
         }
         let mut tx = self.pool.begin().await?;
         insert_raw(&mut tx, events).await?;
-        for chunk in rollup(events).chunks(500) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, fingerprint, outcome, sessions, messages, bytes, last_seen, ehlo, sni, client_ip, offered_max) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(&r.tenant)
-                    .push_bind(r.day.to_string())
-                    .push_bind(&r.sender)
-                    .push_bind(&r.endpoint)
-                    .push_bind(&r.version)
-                    .push_bind(&r.fingerprint)
-                    .push_bind(r.outcome.as_str())
-                    .push_bind(r.sessions)
-                    .push_bind(r.messages)
-                    .push_bind(r.bytes)
-                    .push_bind(r.last_seen)
-                    .push_bind(&r.ehlo)
-                    .push_bind(&r.sni)
-                    .push_bind(&r.client_ip)
-                    .push_bind(&r.offered_max);
-            });
-            q.push(
-                " ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions, messages = messages + excluded.messages, \
-                 bytes = bytes + excluded.bytes, \
-                 ehlo = CASE WHEN excluded.last_seen >= last_seen THEN excluded.ehlo ELSE ehlo END, \
-                 sni = CASE WHEN excluded.last_seen >= last_seen THEN excluded.sni ELSE sni END, \
-                 client_ip = CASE WHEN excluded.last_seen >= last_seen THEN excluded.client_ip ELSE client_ip END, \
-                 offered_max = CASE WHEN excluded.last_seen >= last_seen THEN excluded.offered_max ELSE offered_max END, \
-                 last_seen = MAX(last_seen, excluded.last_seen)",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
+        upsert_rollups(&mut tx, &rollup(events)).await?;
         tx.commit().await
     }
 
