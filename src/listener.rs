@@ -336,10 +336,9 @@ impl Connection {
             offered_max = facts.offered_max.map(|v| v.name()), fingerprint = facts.fingerprint.as_deref(), "TLS established"
         );
         let today = (self.shared.ctx.clock)().date_naive();
-        let verdict = {
-            let mut rng = self.shared.rng.lock().unwrap_or_else(|p| p.into_inner());
-            policy::after_handshake(&self.endpoint.config, &self.shared.ctx.endpoints, facts.version, today, &mut *rng)
-        };
+        // The shared random source is locked only if a reject_percent step draws.
+        let mut rng = LockedRng(&self.shared.rng);
+        let verdict = policy::after_handshake(&self.endpoint.config, &self.shared.ctx.endpoints, facts.version, today, &mut rng);
         let verdict_kind = match &verdict {
             SessionVerdict::Defer(_) => VerdictKind::Defer,
             _ => VerdictKind::Other,
@@ -389,6 +388,9 @@ impl Connection {
                 return DriveEnd::Closed;
             }
         }
+        // One timer for the session's deadline, not one per read.
+        let session_deadline = tokio::time::sleep_until(deadline);
+        tokio::pin!(session_deadline);
         loop {
             let in_message = session.in_message();
             if input.capacity() - input.len() < READ_CHUNK {
@@ -400,7 +402,7 @@ impl Connection {
                     session.abort();
                     return close_with(stream, Reply::shutting_down(&host)).await;
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut session_deadline => {
                     session.abort();
                     return close_with(stream, Reply::session_too_long()).await;
                 }
@@ -444,6 +446,24 @@ impl Connection {
 /// Resolves once shutdown has been asked for (at once if it already was).
 pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+/// The server's random source, locked per draw.
+struct LockedRng<'a>(&'a Mutex<rand::rngs::StdRng>);
+
+impl rand::RngCore for LockedRng<'_> {
+    fn next_u32(&mut self) -> u32 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).try_fill_bytes(dest)
+    }
 }
 
 enum VerdictKind {
