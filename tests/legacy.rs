@@ -10,6 +10,7 @@
 //! bad ClientHellos; a client offering 1.0..1.3 gets TLS 1.3 from rustls; sslyze's view.
 
 mod common;
+use common::{last_json_line, run, show};
 
 use common::{password, split_received, Raw, TestClock, TestServer};
 use mailgate::directory::LegacyChanges;
@@ -91,34 +92,11 @@ fn mode_of(endpoint: &str) -> &'static str {
     }
 }
 
-/// Runs a client program with a deadline; it is killed if the test gives up on it.
-async fn run(mut cmd: Command, what: &str) -> Output {
-    cmd.kill_on_drop(true);
-    match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("{what}: cannot run: {e}"),
-        Err(_) => panic!("{what}: no result within 60 s"),
-    }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn client_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/legacy_client.py")
 }
 
-fn parse_json(out: &Output, what: &str) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("{what}: no output\n{}", show(out)));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e})\n{}", show(out)))
-}
 
 /// `legacy_client.py probe`: the handshake, what the server says first, and what comes
 /// back for EHLO + AUTH after it.
@@ -127,7 +105,7 @@ async fn py_probe(mode: &'static str, port: u16, lo: &'static str, hi: &'static 
     cmd.arg(client_script()).args(["probe", mode, &port.to_string(), lo, hi]);
     let what = format!("python probe {mode} TLS {lo}..{hi} on port {port}");
     let out = run(cmd, &what).await;
-    parse_json(&out, &what)
+    last_json_line(&out, &what)
 }
 
 /// A message tagged by its Subject.
@@ -163,7 +141,7 @@ async fn py_send(s: SmtplibSend) -> Value {
     let what = format!("python smtplib {} TLS {}..{} on port {} ({})", s.mode, s.lo, s.hi, s.port, s.tag);
     let out = run(cmd, &what).await;
     assert!(out.status.success(), "{what}\n{}", show(&out));
-    parse_json(&out, &what)
+    last_json_line(&out, &what)
 }
 
 /// swaks delivering one tagged message; asserts it was queued and returns its stdout.

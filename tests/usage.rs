@@ -15,6 +15,7 @@
 //! names the ports it bound: replies are compared with port numbers elided.
 
 mod common;
+use common::{last_json_line, run, show};
 
 use common::{password, Raw, TestClock, TestServer};
 use mailgate::directory::LegacyChanges;
@@ -181,34 +182,11 @@ async fn submit(t: &TestServer, d: &Device, user: &str, password: &str, to: &str
     step(&mut r, "QUIT", 221).await
 }
 
-/// Runs a program with a deadline; killed if the test gives up on it.
-async fn run(mut cmd: Command, what: &str) -> Output {
-    cmd.kill_on_drop(true);
-    match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => panic!("{what}: cannot run: {e}"),
-        Err(_) => panic!("{what}: no result within 60 s"),
-    }
-}
-
-fn show(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
-fn last_json_line(out: &Output, what: &str) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("{what}: no output\n{}", show(out)));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e})\n{}", show(out)))
-}
 
 /// `legacy_client.py send`: Python's smtplib pinned to TLS `v`, no certificate check,
 /// EHLO client.test. Returns its JSON report.

@@ -428,3 +428,30 @@ impl Raw {
         text
     }
 }
+
+/// Runs a client program with a deadline; it is killed if the test gives up on it.
+pub async fn run(mut cmd: tokio::process::Command, what: &str) -> std::process::Output {
+    cmd.kill_on_drop(true);
+    match tokio::time::timeout(Duration::from_secs(60), cmd.output()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => panic!("{what}: cannot run: {e}"),
+        Err(_) => panic!("{what}: no result within 60 s"),
+    }
+}
+
+/// A program's status and output, for assertion messages.
+pub fn show(out: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The last line of a program's output, parsed as JSON.
+pub fn last_json_line(out: &std::process::Output, what: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("{what}: no output\n{}", show(out)));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e})\n{}", show(out)))
+}
