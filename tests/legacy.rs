@@ -10,7 +10,7 @@
 //! bad ClientHellos; a client offering 1.0..1.3 gets TLS 1.3 from rustls; sslyze's view.
 
 mod common;
-use common::{last_json_line, run, show};
+use common::{last_json_line, run, show, FOUR_ENDPOINTS as LEGACY_ENDPOINTS};
 
 use common::{password, split_received, Raw, TestClock, TestServer};
 use mailgate::directory::LegacyChanges;
@@ -31,30 +31,6 @@ const ALICE: &str = "alice@contoso.test";
 const BOB: &str = "bob@fabrikam.test";
 const PRINTER: &str = "printer@fabrikam.test";
 
-/// Standard endpoints (TLS 1.2/1.3, `legacy_tls` left at its default, "explain") and
-/// legacy endpoints (TLS 1.0 to 1.3, default "allow"), STARTTLS and implicit TLS each.
-const LEGACY_ENDPOINTS: &str = r#"
-[[endpoint]]
-name = "standard-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-tls_versions = ["1.2", "1.3"]
-[[endpoint]]
-name = "standard-implicit"
-listen = ["127.0.0.1:0"]
-tls_mode = "implicit"
-tls_versions = ["1.2", "1.3"]
-[[endpoint]]
-name = "legacy-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-tls_versions = ["1.0", "1.1", "1.2", "1.3"]
-[[endpoint]]
-name = "legacy-implicit"
-listen = ["127.0.0.1:0"]
-tls_mode = "implicit"
-tls_versions = ["1.0", "1.1", "1.2", "1.3"]
-"#;
 
 // ---- helpers --------------------------------------------------------------------------------
 

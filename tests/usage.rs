@@ -39,33 +39,6 @@ const PRINTER2_PASSWORD: &str = "printer2-password-1";
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailgate");
 
-/// Standard endpoints (TLS 1.2/1.3, `legacy_tls` at its default, explain) and legacy
-/// endpoints (TLS 1.0 to 1.3, allow), STARTTLS and implicit TLS each. `{schedule}` is put
-/// into both legacy endpoints.
-const ENDPOINTS: &str = r#"
-[[endpoint]]
-name = "standard-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-tls_versions = ["1.2", "1.3"]
-[[endpoint]]
-name = "standard-implicit"
-listen = ["127.0.0.1:0"]
-tls_mode = "implicit"
-tls_versions = ["1.2", "1.3"]
-[[endpoint]]
-name = "legacy-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-tls_versions = ["1.0", "1.1", "1.2", "1.3"]
-{schedule}
-[[endpoint]]
-name = "legacy-implicit"
-listen = ["127.0.0.1:0"]
-tls_mode = "implicit"
-tls_versions = ["1.0", "1.1", "1.2", "1.3"]
-{schedule}
-"#;
 
 /// A standard implicit-TLS endpoint that refuses legacy hellos with a protocol_version alert.
 const REFUSE_ENDPOINT: &str = r#"
@@ -77,8 +50,11 @@ tls_versions = ["1.2", "1.3"]
 legacy_tls = "refuse"
 "#;
 
+/// The four endpoints of [`common::FOUR_ENDPOINTS`], with `schedule` put into both
+/// legacy endpoints.
 fn endpoints(schedule: &str) -> String {
-    ENDPOINTS.replace("{schedule}", schedule)
+    let legacy = r#"tls_versions = ["1.0", "1.1", "1.2", "1.3"]"#;
+    common::FOUR_ENDPOINTS.replace(legacy, &format!("{legacy}\n{schedule}"))
 }
 
 fn pw(user: &str) -> &'static str {

@@ -455,3 +455,28 @@ pub fn last_json_line(out: &std::process::Output, what: &str) -> serde_json::Val
     let line = stdout.lines().last().unwrap_or_else(|| panic!("{what}: no output\n{}", show(out)));
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{what}: not JSON ({e})\n{}", show(out)))
 }
+
+/// Standard endpoints (TLS 1.2/1.3, `legacy_tls` left at its default, "explain") and
+/// legacy endpoints (TLS 1.0 to 1.3, default "allow"), STARTTLS and implicit TLS each.
+pub const FOUR_ENDPOINTS: &str = r#"
+[[endpoint]]
+name = "standard-starttls"
+listen = ["127.0.0.1:0"]
+tls_mode = "starttls"
+tls_versions = ["1.2", "1.3"]
+[[endpoint]]
+name = "standard-implicit"
+listen = ["127.0.0.1:0"]
+tls_mode = "implicit"
+tls_versions = ["1.2", "1.3"]
+[[endpoint]]
+name = "legacy-starttls"
+listen = ["127.0.0.1:0"]
+tls_mode = "starttls"
+tls_versions = ["1.0", "1.1", "1.2", "1.3"]
+[[endpoint]]
+name = "legacy-implicit"
+listen = ["127.0.0.1:0"]
+tls_mode = "implicit"
+tls_versions = ["1.0", "1.1", "1.2", "1.3"]
+"#;
