@@ -6,6 +6,11 @@
 //! `mailgate check-config` can tell an operator exactly what to fix. Every field's `///`
 //! doc is mirrored in `docs/configuration.md`.
 
+mod delivery;
+
+pub use delivery::{
+    DeliveryConfig, LmtpAddress, LocalDelivery, OAuth2, OAuth2Grant, Secret, Smarthost, SmarthostAuth, SmarthostTls, TenantDelivery,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,6 +46,10 @@ struct RawConfig {
     log: LogConfig,
     #[serde(default)]
     usage: UsageConfig,
+    #[serde(default)]
+    delivery: delivery::RawDelivery,
+    #[serde(default)]
+    smarthost: Vec<delivery::RawSmarthost>,
 }
 
 /// TLS usage recording.
@@ -237,28 +246,83 @@ pub enum BareLineEndings {
 pub struct SmtpConfig {
     /// `reject` or `normalize` bare CR/LF in DATA and BDAT content.
     pub bare_line_endings: BareLineEndings,
+    /// A file of `address token` lines: AUTH XOAUTH2 is offered and accepts these bearer
+    /// tokens (for a Mailgate that stands in for an OAuth2 upstream in tests and labs).
+    pub xoauth2_tokens_file: Option<PathBuf>,
 }
 
 impl Default for SmtpConfig {
     fn default() -> Self {
-        Self { bare_line_endings: BareLineEndings::Reject }
+        Self { bare_line_endings: BareLineEndings::Reject, xoauth2_tokens_file: None }
     }
 }
 
-/// The queue runner.
+/// The queue manager. Durations are seconds, or strings such as `"5m"`, `"4h"`, `"5d"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// Seconds between two attempts at a delivery that failed temporarily.
+    /// Seconds between two scans of the queue for deliveries that are due (the longest a
+    /// due retry waits to be noticed).
+    #[serde(deserialize_with = "de_seconds")]
     pub retry_interval: u64,
     /// Seconds that shutdown waits for sessions and deliveries in flight.
+    #[serde(deserialize_with = "de_seconds")]
     pub shutdown_grace: u64,
+    /// Delay before the first retry of a temporary failure; it doubles at each attempt.
+    #[serde(deserialize_with = "de_seconds")]
+    pub backoff_min: u64,
+    /// The longest delay between two attempts.
+    #[serde(deserialize_with = "de_seconds")]
+    pub backoff_max: u64,
+    /// How long a message is retried before it is bounced (Postfix: 5 days).
+    #[serde(deserialize_with = "de_seconds")]
+    pub max_lifetime: u64,
+    /// After how long an undelivered message earns its sender a delay warning (0: never).
+    #[serde(deserialize_with = "de_seconds")]
+    pub delay_warning: u64,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { retry_interval: 60, shutdown_grace: 30 }
+        Self {
+            retry_interval: 60,
+            shutdown_grace: 30,
+            backoff_min: 300,
+            backoff_max: 3600,
+            max_lifetime: 5 * 86_400,
+            delay_warning: 4 * 3600,
+        }
     }
+}
+
+/// Seconds as an integer, or a string with a unit: `"90s"`, `"5m"`, `"4h"`, `"5d"`.
+fn de_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(n),
+        Raw::S(s) => parse_duration(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a duration like 300, \"5m\", \"4h\" or \"5d\""))),
+    }
+}
+
+/// `"90s"`, `"5m"`, `"4h"`, `"5d"`, `"2w"` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num.parse().ok()?;
+    let mul = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mul)
 }
 
 /// Logging.
@@ -295,6 +359,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub log: LogConfig,
     pub usage: UsageConfig,
+    pub delivery: DeliveryConfig,
+    pub smarthosts: Vec<Smarthost>,
 }
 
 impl Config {
@@ -334,6 +400,23 @@ impl Config {
     /// The root of local mailboxes: `<data>/maildir/<domain>/<localpart>/`.
     pub fn maildir_root(&self) -> PathBuf {
         self.data_dir.join("maildir")
+    }
+    /// The smart host that relays a tenant's remote recipients, if any.
+    pub fn smarthost_for(&self, tenant: &str) -> Option<&Smarthost> {
+        let name = self.delivery.tenants.get(tenant).and_then(|t| t.smarthost.as_ref()).or(self.delivery.smarthost.as_ref())?;
+        self.smarthost(name)
+    }
+    /// The smart host of this name.
+    pub fn smarthost(&self, name: &str) -> Option<&Smarthost> {
+        self.smarthosts.iter().find(|s| s.name == name)
+    }
+    /// How a tenant's local recipients are delivered.
+    pub fn local_delivery(&self, tenant: &str) -> &LocalDelivery {
+        self.delivery.tenants.get(tenant).and_then(|t| t.local.as_ref()).unwrap_or(&self.delivery.local)
+    }
+    /// The queue manager's control socket (used by `mailgate queue`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
     }
 }
 
@@ -377,6 +460,11 @@ impl Validator<'_> {
         if raw.queue.shutdown_grace > 3600 {
             return Err(self.err("queue.shutdown_grace", "must be at most 3600 seconds"));
         }
+        self.queue(&raw.queue)?;
+        let smarthosts = self.smarthosts(raw.smarthost, base)?;
+        let delivery = self.delivery(raw.delivery, &smarthosts, base)?;
+        let mut smtp = raw.smtp;
+        smtp.xoauth2_tokens_file = smtp.xoauth2_tokens_file.map(|p| base.join(p));
         let u = &raw.usage;
         if u.raw_retention_days < 1 || u.rollup_retention_days < 1 {
             return Err(self.err("usage.raw_retention_days", "retention periods must be at least 1 day"));
@@ -395,11 +483,29 @@ impl Validator<'_> {
             schedule_seed: raw.tls.schedule_seed,
             endpoints,
             limits: raw.limits,
-            smtp: raw.smtp,
+            smtp,
             queue: raw.queue,
             log: raw.log,
             usage: raw.usage,
+            delivery,
+            smarthosts,
         })
+    }
+
+    fn queue(&self, q: &QueueConfig) -> Result<(), ConfigError> {
+        if q.backoff_min == 0 || q.backoff_min > q.backoff_max {
+            return Err(self.err("queue.backoff_min", "must be at least 1 second and at most queue.backoff_max"));
+        }
+        if q.backoff_max > 86_400 {
+            return Err(self.err("queue.backoff_max", "must be at most a day"));
+        }
+        if q.max_lifetime == 0 || q.max_lifetime > 30 * 86_400 {
+            return Err(self.err("queue.max_lifetime", "must be between 1 second and 30 days"));
+        }
+        if q.delay_warning >= q.max_lifetime && q.delay_warning != 0 {
+            return Err(self.err("queue.delay_warning", "must be shorter than queue.max_lifetime (or 0 for no warning)"));
+        }
+        Ok(())
     }
 
     fn hostname(&self, h: &str) -> Result<String, ConfigError> {
