@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod directory;
+pub mod dsn;
 pub mod listener;
 pub mod policy;
 pub mod queue;

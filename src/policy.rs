@@ -51,11 +51,16 @@ pub enum Route {
 
 /// RCPT TO: a recipient in an accepted domain must be an existing user (550 5.1.1);
 /// anything else is accepted for relay by the authenticated sender.
-pub fn recipient(address: &str, domain_tenant: Option<&str>, user_exists: bool) -> Result<Route, Reply> {
+///
+/// A remote recipient is accepted only when the sender's tenant has a smart host to relay
+/// through (`can_relay`); otherwise it is refused now, with a reason, instead of queueing
+/// a message that could never leave.
+pub fn recipient(address: &str, domain_tenant: Option<&str>, user_exists: bool, can_relay: bool) -> Result<Route, Reply> {
     match domain_tenant {
         Some(tenant) if user_exists => Ok(Route::Local { tenant: tenant.to_string() }),
         Some(_) => Err(Reply::unknown_user(address)),
-        None => Ok(Route::Relay),
+        None if can_relay => Ok(Route::Relay),
+        None => Err(Reply::no_relay(address)),
     }
 }
 
@@ -469,9 +474,11 @@ mod tests {
 
     #[test]
     fn recipient_table() {
-        assert_eq!(recipient("a@x.test", Some("t"), true), Ok(Route::Local { tenant: "t".into() }));
-        assert_eq!(recipient("b@x.test", Some("t"), false).unwrap_err().code, 550);
-        assert_eq!(recipient("b@x.test", Some("t"), false).unwrap_err().enhanced.unwrap().to_string(), "5.1.1");
-        assert_eq!(recipient("c@y.test", None, false), Ok(Route::Relay));
+        assert_eq!(recipient("a@x.test", Some("t"), true, false), Ok(Route::Local { tenant: "t".into() }));
+        assert_eq!(recipient("b@x.test", Some("t"), false, true).unwrap_err().code, 550);
+        assert_eq!(recipient("b@x.test", Some("t"), false, true).unwrap_err().enhanced.unwrap().to_string(), "5.1.1");
+        assert_eq!(recipient("c@y.test", None, false, true), Ok(Route::Relay));
+        let refused = recipient("c@y.test", None, false, false).unwrap_err();
+        assert_eq!((refused.code, refused.enhanced.unwrap().to_string()), (550, "5.7.1".to_string()));
     }
 }

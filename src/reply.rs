@@ -261,6 +261,15 @@ impl Reply {
     pub fn unknown_user(addr: &str) -> Reply {
         reply(550, (5, 1, 1), format!("Recipient <{addr}> does not exist here: no such user"))
     }
+    /// A remote recipient with no smart host to relay through (RFC 5321 §3.6.2: a
+    /// server need not relay; RFC 3463 X.7.1: delivery not authorized).
+    pub fn no_relay(addr: &str) -> Reply {
+        reply(
+            550,
+            (5, 7, 1),
+            format!("Recipient <{addr}> refused: this gateway delivers only to its own domains (no smart host is configured for remote mail); ask your mail administrator"),
+        )
+    }
     /// RFC 5321 §4.5.3.1.10: 452 for too many recipients; the client sends the rest later.
     pub fn too_many_recipients(limit: usize) -> Reply {
         reply(452, (4, 5, 3), format!("Too many recipients: at most {limit} per message"))

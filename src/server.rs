@@ -2,10 +2,10 @@
 //! TLS acceptors, the listeners and the queue runner; and shutting it all down in order.
 
 use crate::config::Config;
-use crate::delivery::maildir::Maildir;
 use crate::directory::Directory;
 use crate::listener::{accept_loop, EndpointRuntime, Shared};
-use crate::queue::{QueueRunner, Spool};
+use crate::queue::QueueRunner;
+use crate::queue::Spool;
 use crate::usage::store::{Retention, SqliteUsageStore};
 use crate::usage::Recorder;
 use anyhow::Context;
@@ -67,6 +67,7 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
     });
     let (stop_usage, stop_usage_rx) = watch::channel(false);
     let (recorder, usage_writer) = start_usage(&config, stop_usage_rx, ctx.clock.clone()).await?;
+    let ctx_clock = ctx.clock.clone();
     let shared = Shared::new(ctx, recorder);
     let (shutdown, shutdown_rx) = watch::channel(false);
 
@@ -98,15 +99,30 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
         listeners.push((ep.name.clone(), addr));
         tasks.push(tokio::spawn(accept_loop(listener, runtime, shared.clone(), shutdown_rx.clone())));
     }
-    let runner = QueueRunner {
-        spool: spool.clone(),
-        maildir: Maildir::new(config.maildir_root(), &config.hostname),
-        retry_interval: Duration::from_secs(config.queue.retry_interval),
-    };
     // The runner stops after the sessions, so that it delivers what they still accept.
     let (stop_runner, stop_runner_rx) = watch::channel(false);
-    let runner = tokio::spawn(runner.run(new_messages, stop_runner_rx));
+    let runner = start_runner(&config, &spool, &directory, &ctx_clock, new_messages, stop_runner_rx).await?;
     Ok(RunningServer { listeners, config, directory, spool, shared, shutdown, stop_runner, stop_usage, usage_writer, tasks, runner })
+}
+
+/// Starts the queue runner and its control socket.
+async fn start_runner(
+    config: &Arc<Config>,
+    spool: &Arc<Spool>,
+    directory: &Directory,
+    clock: &crate::session::Clock,
+    new_messages: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let (scan_tx, scan_rx) = tokio::sync::mpsc::channel(16);
+    let control = crate::queue::ops::serve_control(&config.control_socket(), scan_tx, stop.clone())
+        .await
+        .with_context(|| format!("control socket {}", config.control_socket().display()))?;
+    let runner = QueueRunner::new(spool.clone(), config.clone(), directory.clone(), clock.clone());
+    Ok(tokio::spawn(async move {
+        runner.run(new_messages, scan_rx, stop).await;
+        let _ = control.await;
+    }))
 }
 
 /// Opens the usage store and starts its writer, unless `usage.enabled = false`.

@@ -6,7 +6,7 @@
 //! `mailgate check-config` can tell an operator exactly what to fix. Every field's `///`
 //! doc is mirrored in `docs/configuration.md`.
 
-mod delivery;
+pub mod delivery;
 
 pub use delivery::{
     DeliveryConfig, LmtpAddress, LocalDelivery, OAuth2, OAuth2Grant, Secret, Smarthost, SmarthostAuth, SmarthostTls, TenantDelivery,

@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use super::{Content, Failure, MessageInfo, Target, Transaction};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// The Maildir target.
@@ -112,6 +113,14 @@ impl Maildir {
     }
 }
 
+/// A delivery dropped before `commit` (a cancelled task at shutdown) leaves no file in
+/// `tmp/`; after a commit the name no longer exists there and this does nothing.
+impl Drop for MaildirDelivery {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp_path);
+    }
+}
+
 impl MaildirDelivery {
     pub async fn body(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.size += bytes.len() as u64;
@@ -135,8 +144,93 @@ impl MaildirDelivery {
     }
 
     pub async fn abort(self) {
-        drop(self.file);
-        let _ = tokio::fs::remove_file(&self.tmp_path).await;
+        drop(self); // Drop removes the file from tmp/
+    }
+}
+
+/// Maildir behind the common [`Target`] interface: `rcpt` checks the address can be a
+/// mailbox, `body` writes the content into `tmp/` of the first mailbox (and copies it into
+/// the others), `commit` moves each copy into `new/`.
+#[async_trait::async_trait]
+impl Target for Maildir {
+    fn destination(&self) -> String {
+        "maildir".into()
+    }
+
+    async fn begin(&self, _message: &MessageInfo) -> Result<Box<dyn Transaction>, Failure> {
+        Ok(Box::new(MaildirTransaction { maildir: self.clone(), rcpts: Vec::new(), open: Vec::new() }))
+    }
+}
+
+struct MaildirTransaction {
+    maildir: Maildir,
+    rcpts: Vec<String>,
+    open: Vec<MaildirDelivery>,
+}
+
+fn local_failure(e: io::Error) -> Failure {
+    match e.kind() {
+        io::ErrorKind::InvalidInput => Failure::permanent(format!("mailbox name refused: {e}")),
+        _ => Failure::temporary(format!("cannot write to the mailbox: {e}")),
+    }
+}
+
+#[async_trait::async_trait]
+impl Transaction for MaildirTransaction {
+    async fn rcpt(&mut self, address: &str) -> Result<(), Failure> {
+        self.maildir.mailbox_dir(address).map_err(local_failure)?;
+        self.rcpts.push(address.to_string());
+        Ok(())
+    }
+
+    async fn body(&mut self, content: Content<'_>) -> Result<(), Failure> {
+        let Some(first) = self.rcpts.first() else { return Ok(()) };
+        let mut d = self.maildir.begin(first).await.map_err(local_failure)?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match content.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    d.abort().await;
+                    return Err(Failure::temporary(format!("cannot read the queued message: {e}")));
+                }
+            };
+            if let Err(e) = d.body(&buf[..n]).await {
+                d.abort().await;
+                return Err(local_failure(e));
+            }
+        }
+        let source = d.tmp_path.clone();
+        self.open.push(d);
+        for rcpt in self.rcpts[1..].to_vec() {
+            let copy = async {
+                let mut c = self.maildir.begin(&rcpt).await?;
+                // Copy through the open handle, so that commit's fsync covers the bytes.
+                let mut src = tokio::fs::File::open(&source).await?;
+                c.size = tokio::io::copy(&mut src, &mut c.file).await?;
+                Ok::<_, io::Error>(c)
+            };
+            match copy.await {
+                Ok(c) => self.open.push(c),
+                Err(e) => return Err(local_failure(e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Vec<Result<(), Failure>> {
+        let mut results = Vec::new();
+        for d in self.open {
+            results.push(d.commit().await.map(|_| ()).map_err(local_failure));
+        }
+        results
+    }
+
+    async fn abort(self: Box<Self>) {
+        for d in self.open {
+            d.abort().await;
+        }
     }
 }
 

@@ -1,12 +1,22 @@
-//! AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms.
+//! AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms, and XOAUTH2 when
+//! `[smtp] xoauth2_tokens_file` is set.
 //!
 //! AUTH is accepted only under TLS (538 5.7.11 otherwise), once per session and outside a
 //! mail transaction. A failed login says 535 5.7.8 whether or not the user exists; only
 //! after a correct password does the client learn that its account or SMTP AUTH is
 //! disabled. Credentials never reach a log.
+//!
+//! XOAUTH2 exists so that Mailgate can stand in for Google or Microsoft 365 in tests of a
+//! smart-host client: the bearer tokens are not validated against an identity provider but
+//! looked up in a file of `address token` lines, re-read at every attempt. The exchange is
+//! Google's ("OAuth 2.0 Mechanism"): the initial response is
+//! `base64("user=" address ^A "auth=Bearer " token ^A ^A)`; an unknown token is answered by
+//! `334` and a base64 JSON error, the client sends an empty line, and then comes
+//! `535 5.7.8`. A listed token then passes the same checks as a correct password (account
+//! enabled, SMTP AUTH allowed, the tenant's legacy-TLS opt-in).
 
 use super::{Mode, Session};
-use crate::directory::AuthOutcome;
+use crate::directory::{AuthOutcome, User};
 use crate::policy;
 use crate::reply::Reply;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -17,6 +27,55 @@ pub(super) enum AuthStep {
     Plain,
     LoginUser,
     LoginPassword(String),
+    /// AUTH XOAUTH2 without an initial response: the next line is the response.
+    Xoauth2,
+    /// A refused XOAUTH2 token: after the 334 error challenge, the client's (empty) line
+    /// is answered by 535.
+    Xoauth2Refused,
+}
+
+/// The 334 challenge after a refused XOAUTH2 token, as Google sends it (base64 of
+/// `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`).
+const XOAUTH2_ERROR: &str = "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==";
+
+/// The user and bearer token of an XOAUTH2 response (`user=..^Aauth=Bearer ..^A^A`).
+fn parse_xoauth2(response: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(response).ok()?;
+    let body = text.strip_suffix("\x01\x01")?;
+    let (mut user, mut token) = (None, None);
+    for field in body.split('\x01') {
+        let (key, value) = field.split_once('=')?;
+        match key {
+            "user" => user = Some(value),
+            "auth" => {
+                let (scheme, t) = value.split_once(' ')?;
+                token = scheme.eq_ignore_ascii_case("bearer").then_some(t.trim());
+            }
+            _ => {}
+        }
+    }
+    match (user, token) {
+        (Some(u), Some(t)) if !u.is_empty() && !t.is_empty() => Some((u.to_string(), t.to_string())),
+        _ => None,
+    }
+}
+
+/// Whether the tokens file (`address token` per line; `#` comments) lists this pair.
+fn token_listed(file: &str, user: &str, token: &str) -> bool {
+    file.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).any(|l| {
+        let mut words = l.split_whitespace();
+        matches!((words.next(), words.next()), (Some(u), Some(t)) if u.eq_ignore_ascii_case(user.trim()) && t == token)
+    })
+}
+
+/// What a password check would have said of a user whose token was accepted.
+fn token_outcome(user: Option<User>) -> AuthOutcome {
+    match user {
+        None => AuthOutcome::BadCredentials,
+        Some(u) if !u.enabled => AuthOutcome::AccountDisabled,
+        Some(u) if !u.smtp_auth => AuthOutcome::SmtpAuthDisabled,
+        Some(u) => AuthOutcome::Ok(u),
+    }
 }
 
 /// base64 "Username:" and "Password:", the customary LOGIN prompts.
@@ -37,6 +96,15 @@ fn utf8(bytes: Vec<u8>) -> Result<String, Reply> {
 }
 
 impl Session {
+    /// The EHLO AUTH line: `AUTH PLAIN LOGIN`, plus XOAUTH2 when a tokens file is set.
+    pub(super) fn auth_mechanisms(&self) -> String {
+        if self.ctx.config.smtp.xoauth2_tokens_file.is_some() {
+            "AUTH PLAIN LOGIN XOAUTH2".to_string()
+        } else {
+            "AUTH PLAIN LOGIN".to_string()
+        }
+    }
+
     pub(super) async fn handle_auth(&mut self, mechanism: u64, initial: String) -> Reply {
         if self.tls.is_none() {
             return Reply::auth_needs_tls();
@@ -68,6 +136,14 @@ impl Session {
                 }
                 Err(r) => r,
             },
+            smtp_proto::AUTH_XOAUTH2 if self.ctx.config.smtp.xoauth2_tokens_file.is_some() => {
+                if initial.is_empty() {
+                    self.mode = Mode::Auth(AuthStep::Xoauth2);
+                    Reply::auth_challenge("")
+                } else {
+                    self.xoauth2(&initial).await
+                }
+            }
             _ => Reply::auth_mechanism_unsupported(),
         }
     }
@@ -93,7 +169,39 @@ impl Session {
                 Ok(password) => self.verify(&user, &password).await,
                 Err(r) => r,
             },
+            AuthStep::Xoauth2 => self.xoauth2(text).await,
+            AuthStep::Xoauth2Refused => Reply::auth_failed(),
         }
+    }
+
+    /// XOAUTH2: the user/token pair must be listed in the tokens file; then the user is
+    /// checked as after a correct password.
+    async fn xoauth2(&mut self, b64: &str) -> Reply {
+        let bytes = match decode(b64) {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let Some((login, token)) = parse_xoauth2(&bytes) else {
+            return Reply::auth_failed();
+        };
+        let Some(path) = self.ctx.config.smtp.xoauth2_tokens_file.clone() else {
+            return Reply::auth_mechanism_unsupported();
+        };
+        let file = match tokio::fs::read_to_string(&path).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "cannot read the XOAUTH2 tokens file");
+                return Reply::temporary_auth_failure();
+            }
+        };
+        if !token_listed(&file, &login, &token) {
+            self.note_failed_login(&login).await;
+            tracing::info!(login = %login.chars().take(100).collect::<String>(), "XOAUTH2 token refused");
+            self.mode = Mode::Auth(AuthStep::Xoauth2Refused);
+            return Reply::auth_challenge(XOAUTH2_ERROR);
+        }
+        let outcome = self.ctx.directory.user(&login.trim().to_lowercase()).await.map(token_outcome);
+        self.conclude(&login, outcome).await
     }
 
     /// RFC 4616 §2: `[authzid] NUL authcid NUL passwd`; an authzid other than the
@@ -160,7 +268,13 @@ impl Session {
     }
 
     async fn verify(&mut self, login: &str, password: &str) -> Reply {
-        match self.ctx.directory.authenticate(login, password).await {
+        let outcome = self.ctx.directory.authenticate(login, password).await;
+        self.conclude(login, outcome).await
+    }
+
+    /// The end of every mechanism: the user logs in, or the refusal is told and counted.
+    async fn conclude(&mut self, login: &str, outcome: Result<AuthOutcome, crate::directory::DirectoryError>) -> Reply {
+        match outcome {
             Ok(AuthOutcome::Ok(user)) => {
                 self.usage.user = Some(user.address.clone());
                 self.usage.tenant = Some(user.tenant.clone());
@@ -187,5 +301,54 @@ impl Session {
                 Reply::temporary_auth_failure()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_xoauth2_responses() {
+        let ok = parse_xoauth2(b"user=alice@contoso.test\x01auth=Bearer tok-1\x01\x01");
+        assert_eq!(ok, Some(("alice@contoso.test".into(), "tok-1".into())));
+        // Google's documented example.
+        let google = B64.decode("dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ==").unwrap();
+        assert_eq!(parse_xoauth2(&google), Some(("someuser@example.com".into(), "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg".into())));
+        for bad in [
+            &b"user=a@b\x01auth=Bearer t\x01"[..],
+            b"user=a@b\x01auth=Basic dDp0\x01\x01",
+            b"auth=Bearer t\x01\x01",
+            b"user=\x01auth=Bearer t\x01\x01",
+            b"user=a@b\x01auth=Bearer \x01\x01",
+            b"\xff\x01\x01",
+        ] {
+            assert_eq!(parse_xoauth2(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn looks_tokens_up_in_the_file() {
+        let file = "# test tokens\nalice@contoso.test tok-1\n\n  Bob@Fabrikam.test   tok-2  \n";
+        assert!(token_listed(file, "alice@contoso.test", "tok-1"));
+        assert!(token_listed(file, "bob@fabrikam.test", "tok-2"));
+        assert!(!token_listed(file, "alice@contoso.test", "tok-2"));
+        assert!(!token_listed(file, "alice@contoso.test", "TOK-1"));
+        assert!(!token_listed(file, "#", "test"));
+    }
+
+    #[test]
+    fn the_error_challenge_is_googles_json() {
+        let json = B64.decode(XOAUTH2_ERROR).unwrap();
+        assert_eq!(json, br#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#);
+    }
+
+    #[test]
+    fn token_users_get_the_password_rules() {
+        let u = |enabled, smtp_auth| User { address: "a@b.test".into(), tenant: "t".into(), enabled, smtp_auth };
+        assert_eq!(token_outcome(None), AuthOutcome::BadCredentials);
+        assert_eq!(token_outcome(Some(u(false, true))), AuthOutcome::AccountDisabled);
+        assert_eq!(token_outcome(Some(u(true, false))), AuthOutcome::SmtpAuthDisabled);
+        assert_eq!(token_outcome(Some(u(true, true))), AuthOutcome::Ok(u(true, true)));
     }
 }

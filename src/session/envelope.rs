@@ -93,7 +93,10 @@ impl Session {
             Ok::<_, crate::directory::DirectoryError>((tenant, exists))
         };
         match lookup.await {
-            Ok((tenant, exists)) => policy::recipient(address, tenant.as_deref(), exists),
+            Ok((tenant, exists)) => {
+                let can_relay = self.user.as_ref().is_some_and(|u| self.ctx.config.smarthost_for(&u.tenant).is_some());
+                policy::recipient(address, tenant.as_deref(), exists, can_relay)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "directory error during RCPT");
                 Err(Reply::directory_unavailable())

@@ -375,7 +375,7 @@ impl Session {
         }
         // RFC 4954 §4 and RFC 6409 §4.3: AUTH only once the channel is encrypted.
         if self.tls.is_some() && self.user.is_none() {
-            ext.push("AUTH PLAIN LOGIN".to_string());
+            ext.push(self.auth_mechanisms());
         }
         for e in ["PIPELINING", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING"] {
             ext.push(e.to_string());

@@ -54,6 +54,15 @@ impl TestClock {
         *self.0.lock().unwrap() = d.and_hms_opt(12, 0, 0).unwrap().and_utc();
     }
 
+    /// Moves the clock forward by `secs` seconds.
+    pub fn advance(&self, secs: i64) {
+        *self.0.lock().unwrap() += chrono::Duration::seconds(secs);
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+
     pub fn clock(&self) -> Clock {
         let inner = self.0.clone();
         Arc::new(move || *inner.lock().unwrap())

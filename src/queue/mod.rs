@@ -14,16 +14,23 @@
 //! between a mailbox write and its `.done` record (the last recipient gets none: the entry
 //! is removed instead), and when the unlink of a delivered entry was not yet durable.
 
-use crate::delivery::maildir::Maildir;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+
+pub mod ops;
+pub mod runner;
+pub mod state;
+
+pub use runner::QueueRunner;
+use state::Record;
+
+/// A request from the control socket: scan now, answer when the attempts it started end.
+pub type ScanRequest = tokio::sync::oneshot::Sender<()>;
 
 const MAGIC: &str = "MAILGATE-SPOOL 1";
 
@@ -102,16 +109,28 @@ impl Spool {
             tracing::info!(file = %path.display(), "removing unacknowledged message left by an interrupted session");
             std::fs::remove_file(&path)?;
         }
-        // A crash between removing `<ID>.msg` and `<ID>.done` leaves an orphan record.
+        // A crash between removing `<ID>.msg` and `<ID>.log` leaves an orphan log.
         for entry in std::fs::read_dir(&queue)? {
             let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "done") && !path.with_extension("msg").exists() {
+            let is_log = path.extension().is_some_and(|e| e == "log" || e == "done");
+            if is_log && !path.with_extension("msg").exists() {
                 std::fs::remove_file(&path)?;
             }
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let spool = Spool { incoming, queue, counter: AtomicU64::new(0), notify: tx };
         Ok((Arc::new(spool), rx))
+    }
+
+    /// Opens an existing spool without touching it (for `mailgate queue`, which may run
+    /// beside a server): nothing is cleaned up, and new messages are not announced.
+    pub fn attach(dir: &Path) -> io::Result<Arc<Spool>> {
+        let queue = dir.join("queue");
+        if !queue.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no spool at {} (has the server run yet?)", dir.display())));
+        }
+        let (tx, _) = mpsc::unbounded_channel();
+        Ok(Arc::new(Spool { incoming: dir.join("incoming"), queue, counter: AtomicU64::new(0), notify: tx }))
     }
 
     /// A new queue id: microseconds since the epoch and a counter, 16 upper-case hex digits.
@@ -156,12 +175,18 @@ impl Spool {
         std::fs::read_dir(&self.incoming).map(|d| d.count()).unwrap_or(0)
     }
 
-    fn msg_path(&self, id: &str) -> PathBuf {
+    /// The message file of a queued entry.
+    pub fn msg_path(&self, id: &str) -> PathBuf {
         self.queue.join(format!("{id}.msg"))
     }
 
-    fn done_path(&self, id: &str) -> PathBuf {
-        self.queue.join(format!("{id}.done"))
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.log"))
+    }
+
+    /// Where unreadable entries are moved (`spool/corrupt/`).
+    pub fn corrupt_dir(&self) -> PathBuf {
+        self.queue.parent().map(|p| p.join("corrupt")).unwrap_or_default()
     }
 
     /// Reads a queued message's envelope and the offset where its content starts.
@@ -179,26 +204,61 @@ impl Spool {
         Ok((env, (magic.len() + json.len()) as u64))
     }
 
-    async fn delivered(&self, id: &str) -> HashSet<String> {
-        match tokio::fs::read_to_string(self.done_path(id)).await {
-            Ok(s) => s.lines().map(String::from).collect(),
-            Err(_) => HashSet::new(),
+    /// The text of an entry's log (`<ID>.log`, and a `.done` file of the earlier format).
+    pub fn read_log(&self, id: &str) -> io::Result<String> {
+        let mut text = String::new();
+        for path in [self.queue.join(format!("{id}.done")), self.log_path(id)] {
+            match std::fs::read_to_string(&path) {
+                Ok(t) => text.push_str(&t),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(text)
+    }
+
+    /// Appends records to an entry's log in one write, then fsyncs it: when this returns
+    /// Ok, they survive a crash. Only for an entry that exists (never creates an orphan).
+    pub fn append(&self, id: &str, records: &[Record]) -> io::Result<()> {
+        use std::io::Write;
+        if records.is_empty() {
+            return Ok(());
+        }
+        if !self.msg_path(id).exists() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("no queued message {id}")));
+        }
+        let text: String = records.iter().map(Record::line).collect();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    }
+
+    /// Takes the entry's lock (an exclusive `flock` on `<ID>.msg`) without waiting: the
+    /// runner holds it while it works on the entry, `queue delete` while it removes it.
+    /// `Ok(None)`: someone else holds it.
+    pub fn try_lock(&self, id: &str) -> io::Result<Option<std::fs::File>> {
+        let f = std::fs::File::open(self.msg_path(id))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
     }
 
-    async fn mark_delivered(&self, id: &str, address: &str) -> io::Result<()> {
-        let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(self.done_path(id)).await?;
-        f.write_all(format!("{address}\n").as_bytes()).await?;
-        f.sync_all().await
+    /// Removes a finished entry. The directory is not fsynced: if a crash loses the unlink,
+    /// the log still says every recipient is final, so nothing is delivered twice (for a
+    /// message removed without records, see docs/operations.md).
+    pub fn remove(&self, id: &str) -> io::Result<()> {
+        std::fs::remove_file(self.msg_path(id))?;
+        for ext in ["log", "done"] {
+            let _ = std::fs::remove_file(self.queue.join(format!("{id}.{ext}")));
+        }
+        Ok(())
     }
 
-    /// Removes a delivered entry. The directory is not fsynced: if a crash loses the unlink,
-    /// the message is delivered again after the restart (at least once), which costs less
-    /// than an fsync per message in the normal case.
-    async fn remove(&self, id: &str) -> io::Result<()> {
-        tokio::fs::remove_file(self.msg_path(id)).await?;
-        let _ = tokio::fs::remove_file(self.done_path(id)).await;
-        Ok(())
+    /// The spool's queue directory.
+    pub fn queue_dir(&self) -> &Path {
+        &self.queue
     }
 }
 
@@ -239,123 +299,6 @@ pub async fn sync_dir(dir: &Path) -> io::Result<()> {
     tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
         .await
         .map_err(io::Error::other)?
-}
-
-/// Delivers queued messages.
-pub struct QueueRunner {
-    pub spool: Arc<Spool>,
-    pub maildir: Maildir,
-    pub retry_interval: Duration,
-}
-
-impl QueueRunner {
-    /// Runs until `shutdown` turns true: everything already queued first, then each new
-    /// message as it is committed, and a rescan every `retry_interval` for retries.
-    pub async fn run(self, mut new: mpsc::UnboundedReceiver<String>, mut shutdown: watch::Receiver<bool>) {
-        self.scan().await;
-        // An interval, not a sleep restarted on every message: a steady flow of new mail
-        // must not postpone retries.
-        let mut retry = tokio::time::interval(self.retry_interval);
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        retry.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => break,
-                id = new.recv() => match id {
-                    Some(id) => self.process(&id).await,
-                    None => break,
-                },
-                _ = retry.tick() => self.scan().await,
-            }
-            if *shutdown.borrow() {
-                break;
-            }
-        }
-        tracing::info!("queue runner stopped");
-    }
-
-    async fn scan(&self) {
-        match self.spool.queued_ids() {
-            Ok(ids) => {
-                for id in ids {
-                    self.process(&id).await;
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot list the queue"),
-        }
-    }
-
-    /// Attempts every pending local recipient of one message.
-    pub async fn process(&self, id: &str) {
-        let (env, offset) = match self.spool.read_envelope(id).await {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) => {
-                self.quarantine(id, &e).await;
-                return;
-            }
-            Err(e) => {
-                // EMFILE, EIO...: the message was acknowledged; try again at the next scan.
-                tracing::warn!(queue_id = id, error = %e, "cannot read a queue entry now; will retry");
-                return;
-            }
-        };
-        let done = self.spool.delivered(id).await;
-        let todo: Vec<&Recipient> = env.recipients.iter().filter(|r| !done.contains(&r.address)).collect();
-        let mut pending = todo.iter().filter(|r| r.route == RecipientRoute::Relay).count();
-        let locals: Vec<&&Recipient> = todo.iter().filter(|r| r.route != RecipientRoute::Relay).collect();
-        for (i, rcpt) in locals.iter().enumerate() {
-            // The last recipient needs no `.done` record: the entry is removed right after.
-            let record = pending > 0 || i + 1 < locals.len();
-            if !self.deliver_local(id, &rcpt.address, offset, record).await {
-                pending += 1;
-            }
-        }
-        if pending == 0 {
-            if let Err(e) = self.spool.remove(id).await {
-                tracing::error!(queue_id = id, error = %e, "cannot remove a delivered queue entry");
-            } else {
-                tracing::info!(queue_id = id, "all recipients delivered; removed from queue");
-            }
-        }
-    }
-
-    /// Moves an unreadable entry to `spool/corrupt/` so that it is kept for the operator
-    /// but not retried forever.
-    async fn quarantine(&self, id: &str, error: &io::Error) {
-        let corrupt = self.spool.queue.parent().map(|p| p.join("corrupt")).unwrap_or_default();
-        let moved = async {
-            tokio::fs::create_dir_all(&corrupt).await?;
-            tokio::fs::rename(self.spool.msg_path(id), corrupt.join(format!("{id}.msg"))).await
-        }
-        .await;
-        match moved {
-            Ok(()) => tracing::error!(queue_id = id, %error, dir = %corrupt.display(), "unreadable queue entry moved aside"),
-            Err(e) => tracing::error!(queue_id = id, %error, move_error = %e, "unreadable queue entry left in place"),
-        }
-    }
-
-    async fn deliver_local(&self, id: &str, address: &str, offset: u64, record: bool) -> bool {
-        let source = self.spool.msg_path(id);
-        match self.maildir.deliver(address, &source, offset).await {
-            Ok(path) => {
-                tracing::info!(queue_id = id, recipient = address, file = %path.display(), "delivered to maildir");
-                if !record {
-                    return true;
-                }
-                if let Err(e) = self.spool.mark_delivered(id, address).await {
-                    tracing::error!(queue_id = id, error = %e, "delivered but cannot record it; it may be delivered again");
-                    return false;
-                }
-                true
-            }
-            Err(e) => {
-                tracing::warn!(queue_id = id, recipient = address, error = %e, "maildir delivery failed; will retry");
-                false
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -407,11 +350,13 @@ mod tests {
         let (spool, _rx) = Spool::open(t.path()).unwrap();
         assert_eq!(spool.incoming_count(), 0);
         assert!(!t.path().join("queue/ORPHAN.done").exists(), "orphan .done records are removed");
-        let runner = QueueRunner {
-            spool: spool.clone(),
-            maildir: Maildir::new(t.path().join("maildir"), "h"),
-            retry_interval: Duration::from_secs(60),
-        };
+                let toml = format!(
+            "hostname = \"h.test\"\ndata_dir = \"{}\"\n[[tls.certificate]]\ncert = \"c\"\nkey = \"k\"\n[[endpoint]]\nname = \"e\"\nlisten = [\"127.0.0.1:0\"]\ntls_mode = \"starttls\"\n",
+            t.path().display()
+        );
+        let config = Arc::new(crate::config::Config::from_toml(&t.path().join("m.toml"), &toml).unwrap());
+        let directory = crate::directory::Directory::open(&t.path().join("dir.sqlite")).await.unwrap();
+        let runner = QueueRunner::new(spool.clone(), config, directory, crate::session::system_clock());
         runner.process("GARBAGE").await;
         assert!(spool.queued_ids().unwrap().is_empty());
         assert!(t.path().join("corrupt/GARBAGE.msg").exists());

@@ -4,6 +4,8 @@
 //! operation the admin API will call (`Directory::add_user`, ...) and prints the result as
 //! a table or JSON. Errors go to stderr as one sentence and exit with status 1.
 
+mod queue;
+
 use crate::config::Config;
 use crate::directory::{generate_password, Directory, UserChanges};
 use anyhow::{bail, Context};
@@ -46,6 +48,9 @@ enum Command {
     /// Usage data maintenance.
     #[command(subcommand)]
     Usage(UsageCmd),
+    /// Inspect and act on queued messages.
+    #[command(subcommand)]
+    Queue(queue::QueueCmd),
 }
 
 #[derive(clap::Args, Clone)]
@@ -237,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => user(&open_directory(&cli.config).await?, cmd).await,
         Command::Report(cmd) => report(&cli.config, cmd).await,
         Command::Usage(cmd) => usage(&cli.config, cmd).await,
+        Command::Queue(cmd) => queue::run(&cli.config, cmd).await,
     }
 }
 

@@ -1,0 +1,488 @@
+//! The queue manager: decides when each queued message is attempted, hands its
+//! recipients to their delivery targets, records what happened (`state`), retries with
+//! backoff, warns and bounces (DSN) and removes finished entries.
+//!
+//! One task per message at a time (the entry's lock makes that hold across processes),
+//! at most `delivery.concurrency` tasks delivering at once and at most
+//! `delivery.destination_concurrency` to one destination. Times come from the injected
+//! clock, so tests can move through a retry schedule; a real-time tick
+//! (`queue.retry_interval`) and the control socket decide when the clock is looked at.
+
+use super::state::{expired, group_by, Backoff, EntryState, RcptStatus, Record};
+use super::{Envelope, Recipient, RecipientRoute, ScanRequest, Spool};
+use crate::config::{Config, LocalDelivery};
+use crate::delivery::lmtp::Lmtp;
+use crate::delivery::maildir::Maildir;
+use crate::delivery::smarthost::SmarthostTarget;
+use crate::delivery::{Failure, MessageInfo, Target};
+use crate::directory::Directory;
+use crate::dsn::{self, DsnInput, DsnKind, DsnRecipient};
+use crate::session::Clock;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+
+/// The delivery targets, built once (a smart host keeps its OAuth2 token between messages).
+struct Targets {
+    maildir: Arc<Maildir>,
+    lmtp: Mutex<HashMap<String, Arc<Lmtp>>>,
+    smarthosts: HashMap<String, Arc<SmarthostTarget>>,
+}
+
+/// Delivers queued messages.
+pub struct QueueRunner {
+    spool: Arc<Spool>,
+    config: Arc<Config>,
+    directory: Directory,
+    clock: Clock,
+    targets: Targets,
+    backoff: Backoff,
+    global: Arc<Semaphore>,
+    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    inflight: Mutex<HashSet<String>>,
+    finished: Notify,
+    dsn_counter: AtomicU64,
+}
+
+impl QueueRunner {
+    pub fn new(spool: Arc<Spool>, config: Arc<Config>, directory: Directory, clock: Clock) -> Arc<QueueRunner> {
+        let smarthosts = config
+            .smarthosts
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(SmarthostTarget::new(s, &config.hostname, clock.clone()))))
+            .collect();
+        let targets = Targets {
+            maildir: Arc::new(Maildir::new(config.maildir_root(), &config.hostname)),
+            lmtp: Mutex::new(HashMap::new()),
+            smarthosts,
+        };
+        Arc::new(QueueRunner {
+            backoff: Backoff { min: config.queue.backoff_min, max: config.queue.backoff_max },
+            global: Arc::new(Semaphore::new(config.delivery.concurrency)),
+            per_destination: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashSet::new()),
+            finished: Notify::new(),
+            dsn_counter: AtomicU64::new(0),
+            spool,
+            config,
+            directory,
+            clock,
+            targets,
+        })
+    }
+
+    /// Runs until `shutdown` turns true: everything due at start, each new message as it
+    /// is committed, a scan every `retry_interval` and on each control request. At
+    /// shutdown, deliveries in flight get `queue.shutdown_grace` to finish; the rest are
+    /// cancelled before their commit (nothing half-delivered) and retried at the next start.
+    pub async fn run(
+        self: Arc<Self>,
+        mut new: mpsc::UnboundedReceiver<String>,
+        mut control: mpsc::Receiver<ScanRequest>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tasks = JoinSet::new();
+        self.start_due(&mut tasks);
+        // An interval, not a sleep restarted on every message: a steady flow of new mail
+        // must not postpone retries.
+        let mut tick = tokio::time::interval(Duration::from_secs(self.config.queue.retry_interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                id = new.recv() => match id {
+                    Some(id) => { self.start(&mut tasks, id); }
+                    None => break,
+                },
+                Some(reply) = control.recv() => {
+                    // Wait for what this scan starts and for what was already running.
+                    let mut ids = self.start_due(&mut tasks);
+                    ids.extend(self.inflight.lock().unwrap().iter().cloned());
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.wait_for(&ids).await;
+                        let _ = reply.send(());
+                    });
+                }
+                _ = tick.tick() => { self.start_due(&mut tasks); }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        let grace = Duration::from_secs(self.config.queue.shutdown_grace);
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(in_flight = tasks.len(), "deliveries still running at shutdown; cancelled, they will be retried at the next start");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        tracing::info!("queue runner stopped");
+    }
+
+    /// Starts a task for every entry that has something due now; returns their ids.
+    fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Vec<String> {
+        let ids = match self.spool.queued_ids() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the queue");
+                return Vec::new();
+            }
+        };
+        ids.into_iter().filter(|id| self.start(tasks, id.clone())).collect()
+    }
+
+    /// Starts a task for one entry unless one is already running for it.
+    fn start(self: &Arc<Self>, tasks: &mut JoinSet<()>, id: String) -> bool {
+        if !self.inflight.lock().unwrap().insert(id.clone()) {
+            return false;
+        }
+        let me = self.clone();
+        tasks.spawn(async move {
+            let _permit = me.global.clone().acquire_owned().await;
+            me.process(&id).await;
+            me.inflight.lock().unwrap().remove(&id);
+            me.finished.notify_waiters();
+        });
+        true
+    }
+
+    async fn wait_for(&self, ids: &[String]) {
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if ids.iter().all(|id| !self.inflight.lock().unwrap().contains(id)) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Does whatever is due for one entry: bounce, expire, attempt, warn, remove.
+    pub async fn process(&self, id: &str) {
+        let _lock = match self.spool.try_lock(id) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => return, // an operator command holds it; the next scan comes back
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) => return tracing::warn!(queue_id = id, error = %e, "cannot lock a queue entry now; will retry"),
+        };
+        let (env, offset) = match self.spool.read_envelope(id).await {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) => {
+                return self.quarantine(id, &e).await;
+            }
+            // EMFILE, EIO...: the message was acknowledged; try again at the next scan.
+            Err(e) => return tracing::warn!(queue_id = id, error = %e, "cannot read a queue entry now; will retry"),
+        };
+        let log = match self.spool.read_log(id) {
+            Ok(l) => l,
+            Err(e) => return tracing::warn!(queue_id = id, error = %e, "cannot read a queue entry's log now; will retry"),
+        };
+        let addresses: Vec<String> = env.recipients.iter().map(|r| r.address.clone()).collect();
+        let mut state = EntryState::new(&addresses, &log);
+        if let Err(e) = self.advance(id, &env, offset, &mut state, log.is_empty()).await {
+            tracing::error!(queue_id = id, error = %e, "cannot record delivery results; the entry will be retried");
+        }
+    }
+
+    async fn advance(&self, id: &str, env: &Envelope, offset: u64, state: &mut EntryState, fresh: bool) -> io::Result<()> {
+        let now = (self.clock)().timestamp();
+        let mut records = Vec::new();
+        if state.bounce_requested {
+            let f = Failure::permanent("returned to the sender by the mail administrator (mailgate queue bounce)");
+            records.extend(state.pending().map(|(a, _)| Record::Failed { rcpt: a.clone(), at: now, failure: f.clone() }));
+        } else if !state.held {
+            let due: Vec<&Recipient> = env.recipients.iter().filter(|r| self.is_due(state, &r.address, now)).collect();
+            if !due.is_empty() {
+                if now - env.received_at >= self.config.queue.max_lifetime as i64 {
+                    let last = state.last_failure().cloned();
+                    let f = expired(last.as_ref(), self.config.queue.max_lifetime);
+                    records.extend(due.iter().map(|r| Record::Failed { rcpt: r.address.clone(), at: now, failure: f.clone() }));
+                } else {
+                    records.extend(self.attempt(id, env, offset, &due, now).await);
+                }
+            }
+        }
+        // The common case: every recipient delivered at the first attempt. The entry goes
+        // without a log (one fsync less per message).
+        let all_delivered_now = fresh
+            && records.len() == env.recipients.len()
+            && records.iter().all(|r| matches!(r, Record::Delivered { .. }));
+        if all_delivered_now {
+            return self.finish(id);
+        }
+        self.record(id, state, records)?;
+        let unbounced = state.unbounced();
+        if !unbounced.is_empty() {
+            let dsn = self.send_dsn(env, offset, DsnKind::Failed, &unbounced, now).await?;
+            let rcpts = unbounced.into_iter().map(|(a, _, _)| a).collect();
+            self.record(id, state, vec![Record::Bounced { rcpts, at: now, dsn }])?;
+        }
+        if self.warning_due(env, state, now) {
+            let pending: Vec<(String, i64, Failure)> = state
+                .pending()
+                .map(|(a, s)| match s {
+                    RcptStatus::Pending { last_attempt, last_failure, .. } => (
+                        a.clone(),
+                        last_attempt.unwrap_or(now),
+                        last_failure.clone().unwrap_or_else(|| Failure::temporary("not yet attempted")),
+                    ),
+                    _ => unreachable!("pending() yields pending recipients"),
+                })
+                .collect();
+            let dsn = self.send_dsn(env, offset, DsnKind::Delayed, &pending, now).await?;
+            self.record(id, state, vec![Record::Warned { at: now, dsn }])?;
+        }
+        if state.is_complete() {
+            self.finish(id)?;
+        }
+        Ok(())
+    }
+
+    fn record(&self, id: &str, state: &mut EntryState, records: Vec<Record>) -> io::Result<()> {
+        self.spool.append(id, &records)?;
+        for r in &records {
+            state.apply(r);
+        }
+        Ok(())
+    }
+
+    fn finish(&self, id: &str) -> io::Result<()> {
+        self.spool.remove(id)?;
+        tracing::info!(queue_id = id, "all recipients done; removed from the queue");
+        Ok(())
+    }
+
+    fn is_due(&self, state: &EntryState, address: &str, now: i64) -> bool {
+        match state.rcpts.iter().find(|(a, _)| a == address).map(|(_, s)| s) {
+            Some(RcptStatus::Pending { attempts, last_attempt: Some(at), .. }) => {
+                state.retry_requested || at + self.backoff.delay(*attempts) as i64 <= now
+            }
+            Some(RcptStatus::Pending { last_attempt: None, .. }) => true,
+            _ => false,
+        }
+    }
+
+    fn warning_due(&self, env: &Envelope, state: &EntryState, now: i64) -> bool {
+        let after = self.config.queue.delay_warning as i64;
+        after > 0 && !state.warned && !env.sender.is_empty() && state.pending().next().is_some() && now - env.received_at >= after
+    }
+
+    /// One attempt for the due recipients, grouped by destination; returns the records.
+    async fn attempt(&self, id: &str, env: &Envelope, offset: u64, due: &[&Recipient], now: i64) -> Vec<Record> {
+        let mut records = Vec::new();
+        let routed: Vec<(Result<Arc<dyn Target>, Failure>, String)> =
+            due.iter().map(|r| (self.target_for(env, r), r.address.clone())).collect();
+        let mut keyed = Vec::new();
+        let mut targets: HashMap<String, Arc<dyn Target>> = HashMap::new();
+        for (t, addr) in routed {
+            match t {
+                Ok(t) => {
+                    let key = t.destination();
+                    targets.entry(key.clone()).or_insert(t);
+                    keyed.push((key, addr));
+                }
+                Err(f) => records.push(Record::Failed { rcpt: addr, at: now, failure: f }),
+            }
+        }
+        let info = MessageInfo { queue_id: id.to_string(), sender: env.sender.clone(), size: self.content_size(id, offset) };
+        for (key, rcpts) in group_by(keyed) {
+            let target = targets[&key].clone();
+            let _permit = self.destination_permit(&key).acquire_owned().await;
+            let results = self.transaction(target.as_ref(), &info, &rcpts, id, offset).await;
+            for (rcpt, result) in rcpts.into_iter().zip(results) {
+                records.push(self.outcome(id, &key, rcpt, result, now));
+            }
+        }
+        records
+    }
+
+    fn outcome(&self, id: &str, destination: &str, rcpt: String, result: Result<(), Failure>, now: i64) -> Record {
+        match result {
+            Ok(()) => {
+                tracing::info!(queue_id = id, recipient = %rcpt, destination, "delivered");
+                Record::Delivered { rcpt, at: now, to: destination.to_string() }
+            }
+            Err(f) if f.is_permanent() => {
+                tracing::warn!(queue_id = id, recipient = %rcpt, destination, reason = %f, "delivery failed permanently; the sender will get a DSN");
+                Record::Failed { rcpt, at: now, failure: f }
+            }
+            Err(f) => {
+                tracing::warn!(queue_id = id, recipient = %rcpt, destination, reason = %f, "delivery deferred; will retry");
+                Record::Deferred { rcpt, at: now, failure: f }
+            }
+        }
+    }
+
+    /// begin -> rcpt* -> body -> commit | abort; one result per recipient, in order.
+    async fn transaction(&self, target: &dyn Target, info: &MessageInfo, rcpts: &[String], id: &str, offset: u64) -> Vec<Result<(), Failure>> {
+        let mut tx = match target.begin(info).await {
+            Ok(tx) => tx,
+            Err(f) => return vec![Err(f); rcpts.len()],
+        };
+        let mut results: Vec<Option<Result<(), Failure>>> = vec![None; rcpts.len()];
+        let mut accepted = Vec::new();
+        for (i, r) in rcpts.iter().enumerate() {
+            match tx.rcpt(r).await {
+                Ok(()) => accepted.push(i),
+                Err(f) => results[i] = Some(Err(f)),
+            }
+        }
+        if accepted.is_empty() {
+            tx.abort().await;
+        } else {
+            let body = async {
+                let mut file = tokio::fs::File::open(self.spool.msg_path(id)).await?;
+                file.seek(io::SeekFrom::Start(offset)).await?;
+                Ok::<_, io::Error>(tokio::io::BufReader::with_capacity(64 * 1024, file))
+            };
+            let sent = match body.await {
+                Ok(mut reader) => tx.body(&mut reader).await,
+                Err(e) => Err(Failure::temporary(format!("cannot read the queued message: {e}"))),
+            };
+            let committed = match sent {
+                Ok(()) => tx.commit().await,
+                Err(f) => {
+                    tx.abort().await;
+                    vec![Err(f); accepted.len()]
+                }
+            };
+            for (i, r) in accepted.iter().zip(committed.into_iter().chain(std::iter::repeat(Err(Failure::temporary(
+                "the delivery target gave no result for this recipient",
+            ))))) {
+                results[*i] = Some(r);
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(Failure::temporary("not attempted")))).collect()
+    }
+
+    fn content_size(&self, id: &str, offset: u64) -> u64 {
+        std::fs::metadata(self.spool.msg_path(id)).map(|m| m.len().saturating_sub(offset)).unwrap_or(0)
+    }
+
+    fn destination_permit(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self.per_destination.lock().unwrap();
+        map.entry(key.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.config.delivery.destination_concurrency))).clone()
+    }
+
+    /// The target of one recipient, from the configuration as it is now.
+    fn target_for(&self, env: &Envelope, r: &Recipient) -> Result<Arc<dyn Target>, Failure> {
+        match &r.route {
+            RecipientRoute::Local { tenant } => Ok(match self.config.local_delivery(tenant) {
+                LocalDelivery::Maildir => self.targets.maildir.clone(),
+                LocalDelivery::Lmtp(address) => {
+                    let mut map = self.targets.lmtp.lock().unwrap();
+                    map.entry(address.to_string())
+                        .or_insert_with(|| Arc::new(Lmtp::new(address.clone(), &self.config.hostname, self.config.delivery.lmtp_timeout)))
+                        .clone()
+                }
+            }),
+            RecipientRoute::Relay => {
+                let name = self.config.smarthost_for(&env.tenant).map(|s| s.name.clone());
+                match name.and_then(|n| self.targets.smarthosts.get(&n).cloned()) {
+                    Some(t) => Ok(t),
+                    None => Err(Failure::permanent(format!(
+                        "no smart host is configured for tenant {:?}, so remote recipients cannot be delivered",
+                        env.tenant
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Queues a DSN to the envelope sender; `None` when none may be sent (null sender:
+    /// never a bounce to `<>`, so never a bounce loop).
+    async fn send_dsn(&self, env: &Envelope, offset: u64, kind: DsnKind, rcpts: &[(String, i64, Failure)], now: i64) -> io::Result<Option<String>> {
+        if env.sender.is_empty() {
+            tracing::warn!(queue_id = %env.id, recipients = rcpts.len(), "undeliverable message from the null sender; no DSN is sent");
+            return Ok(None);
+        }
+        let headers = self.original_headers(&env.id, offset).await?;
+        let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+        let recipients: Vec<DsnRecipient> = rcpts
+            .iter()
+            .map(|(address, when, f)| DsnRecipient {
+                address: address.clone(),
+                status: dsn::enhanced_status(&f.reason, matches!(kind, DsnKind::Failed)),
+                remote_mta: f.remote.clone(),
+                diagnostic: f.is_reply.then(|| f.reason.clone()),
+                reason: f.to_string(),
+                last_attempt: Some(at(*when)),
+            })
+            .collect();
+        let delayed = matches!(kind, DsnKind::Delayed);
+        let will_retry_until = delayed.then(|| at(env.received_at + self.config.queue.max_lifetime as i64));
+        let message = dsn::build(&DsnInput {
+            kind,
+            reporting_mta: &self.config.hostname,
+            queue_id: &env.id,
+            original_sender: &env.sender,
+            arrival: at(env.received_at),
+            now: at(now),
+            will_retry_until,
+            recipients: &recipients,
+            original_headers: &headers,
+            message_id_seed: self.dsn_counter.fetch_add(1, Ordering::Relaxed) ^ now as u64,
+        });
+        let route = self.route_back(&env.sender).await;
+        let dsn_env = Envelope {
+            id: self.spool.new_id(),
+            received_at: now,
+            sender: String::new(),
+            recipients: vec![Recipient { address: env.sender.clone(), route }],
+            auth_user: String::new(),
+            tenant: env.tenant.clone(),
+            client_ip: String::new(),
+            endpoint: "dsn".into(),
+        };
+        let mut w = self.spool.create(&dsn_env, b"").await?;
+        w.write(&message).await?;
+        let dsn_id = w.commit().await?;
+        tracing::info!(queue_id = %env.id, dsn = %dsn_id, to = %env.sender, delayed, "DSN queued");
+        Ok(Some(dsn_id))
+    }
+
+    /// A DSN goes back like any message to the sender: local if the sender's domain is
+    /// ours, else through the tenant's smart host.
+    async fn route_back(&self, sender: &str) -> RecipientRoute {
+        let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        match self.directory.domain_tenant(domain).await {
+            Ok(Some(tenant)) => RecipientRoute::Local { tenant },
+            _ => RecipientRoute::Relay,
+        }
+    }
+
+    async fn original_headers(&self, id: &str, offset: u64) -> io::Result<Vec<u8>> {
+        let mut file = tokio::fs::File::open(self.spool.msg_path(id)).await?;
+        file.seek(io::SeekFrom::Start(offset)).await?;
+        let mut buf = Vec::new();
+        file.take(64 * 1024).read_to_end(&mut buf).await?;
+        Ok(dsn::header_block(&buf, 64 * 1024).to_vec())
+    }
+
+    /// Moves an unreadable entry to `spool/corrupt/` so that it is kept for the operator
+    /// but not retried forever.
+    async fn quarantine(&self, id: &str, error: &io::Error) {
+        let corrupt = self.spool.corrupt_dir();
+        let moved = async {
+            tokio::fs::create_dir_all(&corrupt).await?;
+            tokio::fs::rename(self.spool.msg_path(id), corrupt.join(format!("{id}.msg"))).await
+        }
+        .await;
+        match moved {
+            Ok(()) => tracing::error!(queue_id = id, %error, dir = %corrupt.display(), "unreadable queue entry moved aside"),
+            Err(e) => tracing::error!(queue_id = id, %error, move_error = %e, "unreadable queue entry left in place"),
+        }
+    }
+}

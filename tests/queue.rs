@@ -1,0 +1,250 @@
+//! The queue manager end to end: a relaying Mailgate and a second Mailgate as its smart
+//! host (STARTTLS, a verified certificate, AUTH), on a clock the test moves. Retries follow
+//! the backoff schedule, a 5xx earns the sender a DSN, a bad certificate keeps the message
+//! queued with its reason in `mailgate queue show`, and the queue commands act on a
+//! running server.
+
+mod common;
+
+use common::{password, run, Raw, TestClock, TestServer};
+use mailgate::queue::ops;
+use mailgate::queue::state::Backoff;
+use std::path::Path;
+use std::time::Duration;
+
+const BACKOFF: Backoff = Backoff { min: 300, max: 3600 };
+
+/// A port that was free a moment ago, for an upstream that goes down and comes back on it.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The upstream: a Mailgate whose STARTTLS endpoint listens on `port`, with the extra
+/// domain remote.test (tenant fabrikam) and its user carol.
+async fn upstream(port: u16) -> TestServer {
+    let endpoints = format!(
+        "[[endpoint]]\nname = \"standard-starttls\"\nlisten = [\"127.0.0.1:{port}\"]\ntls_mode = \"starttls\"\n\
+         [[endpoint]]\nname = \"standard-implicit\"\nlisten = [\"127.0.0.1:0\"]\ntls_mode = \"implicit\"\n"
+    );
+    let up = TestServer::start_custom(&endpoints, &["alice@contoso.test"], None).await;
+    let d = &up.server().directory;
+    d.add_domain("remote.test", "fabrikam").await.unwrap();
+    d.add_user("carol@remote.test", "carol-password-1", true).await.unwrap();
+    up
+}
+
+/// The relay: Mailgate with `up` (at 127.0.0.1:`port`) as its smart host, authenticating
+/// as alice@contoso.test (the upstream, like Exchange Online, lets a user send only as
+/// itself); `ca` is the CA file to trust (None: the system roots).
+async fn relay(port: u16, ca: Option<&Path>, clock: &TestClock, extra: &str) -> TestServer {
+    let secrets = tempfile::tempdir().unwrap().keep();
+    let pw = secrets.join("upstream.pass");
+    std::fs::write(&pw, format!("{}\n", password("alice@contoso.test"))).unwrap();
+    let ca = ca.map(|c| format!("ca_file = \"{}\"\n", c.display())).unwrap_or_default();
+    let config = format!(
+        "{}\n[queue]\nretry_interval = 3600\n[delivery]\nsmarthost = \"up\"\n\
+         [[smarthost]]\nname = \"up\"\naddress = \"127.0.0.1:{port}\"\ntls = \"starttls\"\n{ca}\
+         username = \"alice@contoso.test\"\npassword_file = \"{}\"\nconnect_timeout = 5\ncommand_timeout = 10\n{extra}",
+        common::STANDARD_ENDPOINTS,
+        pw.display()
+    );
+    TestServer::start_custom(&config, &["alice@contoso.test"], Some(clock.clock())).await
+}
+
+/// Submits one message as alice; returns its queue id.
+async fn submit(t: &TestServer, to: &str, subject: &str) -> String {
+    let mut r = Raw::logged_in(t.starttls_addr(), &t.cert_pem, "alice@contoso.test").await;
+    r.expect("MAIL FROM:<alice@contoso.test>", 250).await;
+    r.expect(&format!("RCPT TO:<{to}>"), 250).await;
+    r.expect("DATA", 354).await;
+    let msg = format!(
+        "From: Alice <alice@contoso.test>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@contoso.test>\r\n\r\nScan attached.\r\n..leading dot line (dot-stuffed on the wire)\r\n.\r\n"
+    );
+    r.send(msg.as_bytes()).await;
+    let (code, text) = r.reply().await;
+    assert_eq!(code, 250, "{text}");
+    text.rsplit(' ').next().unwrap().trim().to_string()
+}
+
+/// Asks the server to deliver what is due and waits for those attempts.
+async fn scan(t: &TestServer) {
+    let socket = t.server().config.control_socket();
+    assert!(ops::request_scan(&socket, Duration::from_secs(60)).await.unwrap(), "the server answers on its control socket");
+}
+
+async fn show(t: &TestServer, id: &str) -> Option<ops::EntryView> {
+    match ops::show(&t.server().spool, BACKOFF, id).await {
+        Ok(v) => Some(v),
+        Err(ops::OpError::NotFound(_)) => None,
+        Err(e) => panic!("queue show {id}: {e}"),
+    }
+}
+
+fn cli(t: &TestServer, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mailgate"));
+    cmd.arg("--config").arg(t.config_path()).args(args);
+    cmd
+}
+
+/// Runs a command that must succeed; returns its output.
+async fn ok(cmd: tokio::process::Command, what: &str) -> std::process::Output {
+    let out = run(cmd, what).await;
+    assert!(out.status.success(), "{what}: {}", common::show(&out));
+    out
+}
+
+fn body_of(file: &[u8]) -> String {
+    String::from_utf8_lossy(file).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_follow_the_backoff_until_the_upstream_returns() {
+    let port = free_port();
+    let mut up = upstream(port).await;
+    let ca = up.cert_path.clone();
+    up.stop().await; // the upstream is down
+    let clock = TestClock::at("2027-01-10");
+    let t = relay(port, Some(&ca), &clock, "").await;
+    let t0 = clock.now().timestamp();
+    let id = submit(&t, "carol@remote.test", "retry").await;
+    scan(&t).await;
+    let v = show(&t, &id).await.expect("queued");
+    let r = &v.recipients[0];
+    assert_eq!((r.status, r.attempts), ("pending", 1), "{v:?}");
+    let reason = r.last_error.as_ref().unwrap().to_string();
+    assert!(reason.contains(&format!("127.0.0.1:{port}")), "the reason names the upstream: {reason}");
+    assert_eq!(v.next_attempt, Some(t0 + 300), "first retry after backoff_min");
+
+    // The CLI shows the same, as JSON, from another process.
+    let out = ok(cli(&t, &["queue", "show", &id, "--format", "json"]), "queue show").await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["recipients"][0]["attempts"], 1);
+    assert_eq!(json["recipients"][0]["last_error"]["kind"], "temporary");
+
+    clock.advance(299);
+    scan(&t).await;
+    assert_eq!(show(&t, &id).await.unwrap().recipients[0].attempts, 1, "not before the backoff has passed");
+    clock.advance(2);
+    scan(&t).await;
+    let v = show(&t, &id).await.unwrap();
+    assert_eq!(v.recipients[0].attempts, 2);
+    assert_eq!(v.next_attempt, Some(t0 + 301 + 600), "the backoff doubles");
+
+    let up = up.restart(None).await; // back on the same port
+    clock.advance(599);
+    scan(&t).await;
+    assert_eq!(show(&t, &id).await.unwrap().recipients[0].attempts, 2);
+    clock.advance(1);
+    scan(&t).await;
+    assert!(show(&t, &id).await.is_none(), "delivered and removed from the queue");
+    let got = up.wait_for_mail("carol@remote.test", 1).await;
+    let text = body_of(&got[0]);
+    assert!(text.contains("Subject: retry\r\n") && text.contains("\r\n.leading dot line (dot-stuffed on the wire)\r\n"), "{text}");
+    assert!(text.contains("(authenticated sender: alice@contoso.test)"), "the upstream authenticated the relay: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_returns_a_dsn_to_the_sender() {
+    let port = free_port();
+    let up = upstream(port).await;
+    let clock = TestClock::at("2027-01-10");
+    let t = relay(port, Some(&up.cert_path), &clock, "").await;
+    let id = submit(&t, "nobody@remote.test", "doomed").await;
+    let dsn = t.wait_for_mail("alice@contoso.test", 1).await;
+    let text = body_of(&dsn[0]);
+    for needle in [
+        "Content-Type: multipart/report",
+        "report-type=delivery-status",
+        "Final-Recipient: rfc822; nobody@remote.test",
+        "Action: failed",
+        "Status: 5.1.1",
+        "550 5.1.1",
+        "Subject: doomed",
+        "Auto-Submitted: auto-replied",
+    ] {
+        assert!(text.contains(needle), "DSN lacks {needle:?}:\n{text}");
+    }
+    scan(&t).await;
+    assert!(show(&t, &id).await.is_none(), "the bounced message left the queue");
+    assert!(t.server().spool.queued_ids().unwrap().is_empty(), "the DSN was delivered too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_certificate_keeps_the_message_queued_and_says_why() {
+    let port = free_port();
+    let up = upstream(port).await;
+    let clock = TestClock::at("2027-01-10");
+    let t = relay(port, None, &clock, "").await; // system roots: the upstream's self-signed cert fails
+    let id = submit(&t, "carol@remote.test", "untrusted").await;
+    scan(&t).await;
+    let out = ok(cli(&t, &["queue", "show", &id]), "queue show").await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("pending") && text.to_lowercase().contains("certificate"), "queue show names the reason:\n{text}");
+    assert!(up.mailbox("carol@remote.test").is_empty(), "nothing delivered");
+    assert!(up.server().spool.queued_ids().unwrap().is_empty(), "nothing reached the upstream's queue");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_commands_act_on_a_running_server() {
+    let port = free_port();
+    let mut up = upstream(port).await;
+    let ca = up.cert_path.clone();
+    up.stop().await;
+    let clock = TestClock::at("2027-01-10");
+    let t = relay(port, Some(&ca), &clock, "").await;
+    let held = submit(&t, "carol@remote.test", "held").await;
+    let returned = submit(&t, "carol@remote.test", "returned").await;
+    scan(&t).await;
+
+    let out = ok(cli(&t, &["queue", "list", "--format", "json"]), "queue list").await;
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![held.as_str(), returned.as_str()]);
+    let out = ok(cli(&t, &["queue", "list", "--tenant", "fabrikam", "--format", "json"]), "queue list --tenant").await;
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
+
+    ok(cli(&t, &["queue", "hold", &held]), "queue hold").await;
+    ok(cli(&t, &["queue", "retry", "--all"]), "queue retry --all").await;
+    assert_eq!(show(&t, &held).await.unwrap().recipients[0].attempts, 1, "a held message is not attempted");
+    assert!(show(&t, &held).await.unwrap().held);
+    assert_eq!(show(&t, &returned).await.unwrap().recipients[0].attempts, 2, "retry ignores the backoff");
+
+    ok(cli(&t, &["queue", "bounce", &returned]), "queue bounce").await;
+    let dsn = t.wait_for_mail("alice@contoso.test", 1).await;
+    let text = body_of(&dsn[0]);
+    assert!(text.contains("returned to the sender by the mail administrator") && text.contains("Subject: returned"), "{text}");
+    assert!(show(&t, &returned).await.is_none());
+
+    ok(cli(&t, &["queue", "release", &held]), "queue release").await;
+    assert!(!show(&t, &held).await.unwrap().held);
+    ok(cli(&t, &["queue", "delete", &held]), "queue delete").await;
+    assert!(show(&t, &held).await.is_none());
+    let out = cli(&t, &["queue", "show", &held]).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no queued message"), "{}", common::show(&out));
+    assert_eq!(t.mailbox("alice@contoso.test").len(), 1, "delete tells nobody");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_warning_after_four_hours_then_expiry_after_five_days() {
+    let port = free_port();
+    let mut up = upstream(port).await;
+    let ca = up.cert_path.clone();
+    up.stop().await;
+    let clock = TestClock::at("2027-01-10");
+    let t = relay(port, Some(&ca), &clock, "").await;
+    let id = submit(&t, "carol@remote.test", "slow").await;
+    scan(&t).await;
+    clock.advance(4 * 3600);
+    scan(&t).await;
+    let warning = t.wait_for_mail("alice@contoso.test", 1).await;
+    let text = body_of(&warning[0]);
+    assert!(text.contains("Action: delayed") && text.contains("Will-Retry-Until:"), "{text}");
+    assert!(show(&t, &id).await.is_some(), "still queued after the warning");
+    clock.advance(5 * 86_400);
+    scan(&t).await;
+    let both = t.wait_for_mail("alice@contoso.test", 2).await;
+    let failed = both.iter().map(|f| body_of(f)).find(|t| t.contains("Action: failed")).expect("a failure DSN");
+    assert!(failed.contains("expired") && failed.contains("carol@remote.test"), "{failed}");
+    assert!(show(&t, &id).await.is_none());
+}
