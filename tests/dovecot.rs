@@ -421,3 +421,50 @@ async fn a_stopped_dovecot_is_a_temporary_failure_naming_the_socket() {
     let expected = format!("cannot connect to LMTP server unix:{}: ", dovecot.socket.display());
     assert!(failure.reason.starts_with(&expected), "{failure:?}");
 }
+
+// ---- end to end: SMTP -> Mailgate's queue -> LMTP -> Dovecot ------------------------------------------
+
+mod common;
+
+/// Submits one message as alice to `rcpts` through a Mailgate whose local delivery is LMTP.
+async fn submit_via_mailgate(t: &common::TestServer, rcpts: &[&str], subject: &str) {
+    let mut r = common::Raw::logged_in(t.starttls_addr(), &t.cert_pem, "alice@contoso.test").await;
+    r.expect("MAIL FROM:<alice@contoso.test>", 250).await;
+    for rcpt in rcpts {
+        r.expect(&format!("RCPT TO:<{rcpt}>"), 250).await;
+    }
+    r.expect("DATA", 354).await;
+    let msg = format!("From: <alice@contoso.test>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@contoso.test>\r\n\r\nscan.pdf attached\r\n..dot line\r\n.\r\n");
+    r.send(msg.as_bytes()).await;
+    assert_eq!(r.reply().await.0, 250);
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Mailgate with `[delivery] local = "lmtp"` delivers into a real Dovecot; a recipient
+/// Dovecot does not know (but Mailgate's directory does) earns the sender a DSN, which
+/// itself arrives through LMTP in the sender's Dovecot mailbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailgate_delivers_through_lmtp_into_dovecot_and_bounces_what_dovecot_refuses() {
+    let dovecot = Dovecot::start(&["alice@contoso.test", "scanner@contoso.test"]).await;
+    let extra = format!("{}\n[delivery]\nlocal = \"lmtp\"\nlmtp = \"unix:{}\"\n", common::STANDARD_ENDPOINTS, dovecot.socket.display());
+    let t = common::TestServer::start_custom(&extra, &["alice@contoso.test", "scanner@contoso.test", "bob@fabrikam.test"], None).await;
+    submit_via_mailgate(&t, &["scanner@contoso.test", "bob@fabrikam.test"], "viadovecot").await;
+    wait_until("the message in scanner's Dovecot mailbox", || dovecot.inbox_count("scanner@contoso.test") == 1).await;
+    let fetched = dovecot.fetch_all("scanner@contoso.test");
+    assert!(fetched.contains("Subject: viadovecot") && fetched.contains("\n.dot line"), "{fetched}");
+    assert!(fetched.contains("by mx.test (Mailgate)"), "Mailgate's Received header: {fetched}");
+    assert!(t.mailbox("scanner@contoso.test").is_empty(), "nothing in Mailgate's own Maildir");
+    wait_until("the DSN in alice's Dovecot mailbox", || dovecot.inbox_count("alice@contoso.test") == 1).await;
+    let dsn = dovecot.fetch_all("alice@contoso.test");
+    for needle in ["multipart/report", "Final-Recipient: rfc822; bob@fabrikam.test", "550 5.1.1", "Subject: viadovecot"] {
+        assert!(dsn.contains(needle), "DSN lacks {needle:?}: {dsn}");
+    }
+    wait_until("the queue to drain", || t.server().spool.queued_ids().unwrap().is_empty()).await;
+}

@@ -782,10 +782,12 @@ fn cli_changes_apply_to_a_running_server() {
 
 // ---- 3. durability across kill -9 ---------------------------------------------------------------------------
 
+/// Kill -9 cycles: `MAILGATE_KILL_CYCLES` (default 3, the reduced form CI runs; the
+/// issue's full form is 20 or more: `MAILGATE_KILL_CYCLES=25 cargo test --test process kill_9`).
 #[test]
 fn acknowledged_messages_survive_kill_9() {
     const N: usize = 20;
-    const CYCLES: usize = 3;
+    let cycles: usize = std::env::var("MAILGATE_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let env = Env::with_contoso();
     let started = Instant::now();
     let mailbox = env.mailbox("scanner@contoso.test");
@@ -801,7 +803,7 @@ fn acknowledged_messages_survive_kill_9() {
         a
     };
 
-    for cycle in 0..CYCLES {
+    for cycle in 0..cycles {
         let mut server = env.serve();
         let port = server.port("standard-starttls");
         // A restart delivers everything acknowledged before the kill, and leaves no
@@ -855,7 +857,11 @@ fn acknowledged_messages_survive_kill_9() {
     for id in &unacked {
         assert!(!found.contains_key(id), "a message that was never acknowledged was delivered: {id}");
     }
-    assert_eq!(acked.len(), N * CYCLES);
+    assert_eq!(acked.len(), N * cycles);
+    // At least once is the guarantee; exactly once is the normal case. Duplicates are
+    // reported (docs/operations.md says where a crash can cause one).
+    let duplicates: Vec<_> = found.iter().filter(|(id, n)| **n > 1 && acked.contains(id)).collect();
+    eprintln!("kill -9: {cycles} cycles, {} acknowledged, {} delivered, {} duplicated: {duplicates:?}", acked.len(), found.len(), duplicates.len());
     // And the queue drains completely: no message and no delivery record stays once
     // delivered (an orphan `.done` left by a kill between the two unlinks is removed
     // when the spool opens).
@@ -864,7 +870,7 @@ fn acknowledged_messages_survive_kill_9() {
     wait_for("spool/queue to drain", Duration::from_secs(20), || queued().is_empty());
     assert_eq!(dir_entries(&incoming), Vec::<String>::new());
     drop(server);
-    assert!(started.elapsed() < Duration::from_secs(60), "durability test took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(20 * cycles as u64 + 20), "durability test took {:?}", started.elapsed());
 }
 
 // ---- 4. graceful shutdown --------------------------------------------------------------------------------------
