@@ -27,6 +27,43 @@ pub struct DemoArgs {
     /// First port: standard STARTTLS N+87, implicit N+65; legacy STARTTLS N+88, implicit N+66; 0 picks free ports.
     #[arg(long, default_value_t = 2500)]
     pub port_base: u16,
+    /// Relay remote recipients through this smart host (HOST:PORT), over STARTTLS with TLS 1.2+.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub smarthost: Option<String>,
+    /// Trust only this CA (PEM) for the smart host's certificate (default: the system roots).
+    #[arg(long, value_name = "FILE", requires = "smarthost")]
+    pub smarthost_ca: Option<PathBuf>,
+    /// The smart host uses implicit TLS (port 465 style) instead of STARTTLS.
+    #[arg(long, requires = "smarthost")]
+    pub smarthost_implicit_tls: bool,
+    /// Log in to the smart host as this user (AUTH PLAIN/LOGIN) ...
+    #[arg(long, value_name = "USER", requires_all = ["smarthost", "smarthost_password_file"])]
+    pub smarthost_user: Option<String>,
+    /// ... with the password in this file.
+    #[arg(long, value_name = "FILE", requires = "smarthost_user")]
+    pub smarthost_password_file: Option<PathBuf>,
+}
+
+/// The `[delivery]` and `[[smarthost]]` tables for `--smarthost`, added to the demo's
+/// configuration for this run only (the file on disk is not changed).
+fn smarthost_tables(args: &DemoArgs) -> anyhow::Result<Option<String>> {
+    let Some(address) = &args.smarthost else { return Ok(None) };
+    let absolute = |p: &Path| -> anyhow::Result<String> {
+        let p = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
+        anyhow::ensure!(p.is_file(), "{} is not a readable file", p.display());
+        Ok(p.display().to_string().replace('\\', "\\\\").replace('"', "\\\""))
+    };
+    let mut t = format!(
+        "\n# Added by `mailgate demo --smarthost` for this run.\n[delivery]\nsmarthost = \"demo-smarthost\"\n\n[[smarthost]]\nname = \"demo-smarthost\"\naddress = {address:?}\ntls = \"{}\"\n",
+        if args.smarthost_implicit_tls { "implicit" } else { "starttls" }
+    );
+    if let Some(ca) = &args.smarthost_ca {
+        t.push_str(&format!("ca_file = \"{}\"\n", absolute(ca)?));
+    }
+    if let (Some(user), Some(pw)) = (&args.smarthost_user, &args.smarthost_password_file) {
+        t.push_str(&format!("username = {user:?}\npassword_file = \"{}\"\n", absolute(pw)?));
+    }
+    Ok(Some(t))
 }
 
 const TENANTS: [(&str, &str, [&str; 2]); 2] =
@@ -203,6 +240,18 @@ fn banner(dir: &Path, server: &crate::server::RunningServer, creds: &BTreeMap<St
             port = a.port()
         ));
     }
+    match server.config.smarthost_for("contoso") {
+        Some(up) => s.push_str(&format!(
+            "Remote recipients are relayed through the smart host {}:{} ({}, TLS 1.2+, certificate checked against {}{}).\n\
+             Queue: mailgate queue list --config {d}/mailgate.toml   (the --smarthost settings apply to this run only)\n\n",
+            up.host,
+            up.port,
+            if up.tls == crate::config::SmarthostTls::Implicit { "implicit TLS" } else { "STARTTLS" },
+            up.ca_file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the system roots".into()),
+            if matches!(up.auth, crate::config::SmarthostAuth::None) { "" } else { "; AUTH" },
+        )),
+        None => s.push_str("Remote recipients are refused (550 5.7.1): relay them with mailgate demo --smarthost HOST:PORT.\n\n"),
+    }
     s.push_str("Press Ctrl-C to stop.\n");
     s
 }
@@ -210,7 +259,19 @@ fn banner(dir: &Path, server: &crate::server::RunningServer, creds: &BTreeMap<St
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config_path = prepare_files(&args.data, args.port_base)?;
-    let config = Arc::new(Config::load(&config_path)?);
+    let config = match smarthost_tables(&args)? {
+        None => Config::load(&config_path)?,
+        Some(tables) => {
+            let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+            anyhow::ensure!(
+                !text.contains("[delivery]") && !text.contains("[[smarthost]]"),
+                "{} already configures delivery; edit it there instead of using --smarthost",
+                config_path.display()
+            );
+            Config::from_toml(&config_path, &format!("{text}{tables}"))?
+        }
+    };
+    let config = Arc::new(config);
     crate::cli::init_logging(&config.log.level);
     let dir = Directory::open(&config.directory_path()).await?;
     let creds = seed(&dir, &args.data.join("demo-credentials.txt")).await?;

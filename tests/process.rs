@@ -999,3 +999,43 @@ fn demo_runs_sends_and_restarts_with_the_same_credentials() {
         "{table}"
     );
 }
+
+/// `mailgate demo --smarthost`: a second demo is the upstream (STARTTLS, its certificate as
+/// the CA, AUTH as alice); a message to a domain only the upstream serves arrives there.
+#[test]
+fn demo_relays_remote_recipients_through_a_smarthost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("stderr.log");
+    let up_dir = tmp.path().join("upstream");
+    let mut up = Server::start(&["demo", "--data", up_dir.to_str().unwrap(), "--port-base", "0"], tmp.path(), &log, 4);
+    up.read_stdout_until("the end of the banner", |l| l.contains("Press Ctrl-C to stop"));
+    let up_config = up_dir.join("mailgate.toml");
+    for args in [&["domain", "add", "remote.test", "--tenant", "fabrikam"][..], &["user", "add", "carol@remote.test", "--password-stdin"]] {
+        let out = run_cli(&up_config, args, Some("carol-password-123"));
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let up_creds = std::fs::read_to_string(up_dir.join("demo-credentials.txt")).unwrap();
+    let alice_up = up_creds.lines().find_map(|l| l.strip_prefix("alice@contoso.test ")).unwrap().trim().to_string();
+    let pw_file = tmp.path().join("upstream.pass");
+    std::fs::write(&pw_file, format!("{alice_up}\n")).unwrap();
+
+    let relay_dir = tmp.path().join("relay");
+    let upstream = format!("127.0.0.1:{}", up.port("standard-starttls"));
+    let ca = up_dir.join("tls/cert.pem");
+    let args = [
+        "demo", "--data", relay_dir.to_str().unwrap(), "--port-base", "0",
+        "--smarthost", &upstream, "--smarthost-ca", ca.to_str().unwrap(),
+        "--smarthost-user", "alice@contoso.test", "--smarthost-password-file", pw_file.to_str().unwrap(),
+    ];
+    let mut relay = Server::start(&args, tmp.path(), &log, 4);
+    relay.read_stdout_until("the end of the banner", |l| l.contains("Press Ctrl-C to stop"));
+    assert!(relay.stdout.join("\n").contains(&format!("relayed through the smart host {upstream}")), "{:?}", relay.stdout);
+    let creds = std::fs::read_to_string(relay_dir.join("demo-credentials.txt")).unwrap();
+    let alice = creds.lines().find_map(|l| l.strip_prefix("alice@contoso.test ")).unwrap().trim().to_string();
+    let msgid = unique("relayed");
+    let r = send(&relay_dir.join("tls/cert.pem"), "starttls", relay.port("standard-starttls"), "alice@contoso.test", &alice, "carol@remote.test", &msgid);
+    assert_eq!(r["sent"], true, "alice -> carol@remote.test: {r}");
+    wait_for_ids(&up_dir.join("maildir/remote.test/carol/new"), &[msgid], Duration::from_secs(20));
+    assert_eq!(relay.terminate(Duration::from_secs(10)).code(), Some(0));
+    assert_eq!(up.terminate(Duration::from_secs(10)).code(), Some(0));
+}
