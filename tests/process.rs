@@ -869,6 +869,9 @@ fn acknowledged_messages_survive_kill_9() {
     let queued = || dir_entries(&queue);
     wait_for("spool/queue to drain", Duration::from_secs(20), || queued().is_empty());
     assert_eq!(dir_entries(&incoming), Vec::<String>::new());
+    // Half-written Maildir files of the killed processes are gone too.
+    let tmp = mailbox.parent().unwrap().join("tmp");
+    assert_eq!(dir_entries(&tmp), Vec::<String>::new(), "Maildir tmp/ cleaned at start");
     drop(server);
     assert!(started.elapsed() < Duration::from_secs(20 * cycles as u64 + 20), "durability test took {:?}", started.elapsed());
 }

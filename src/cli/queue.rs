@@ -125,7 +125,7 @@ fn print_list(entries: &[EntryView]) {
     for e in entries {
         let pending = e.recipients.iter().filter(|r| r.status == "pending").count();
         let state = if e.held { "held" } else if pending > 0 { "deferred" } else { "finishing" };
-        let last_error = e.recipients.iter().filter_map(|r| r.last_error.as_ref()).last();
+        let last_error = e.recipients.iter().rev().find_map(|r| r.last_error.as_ref());
         let next = match (e.held, e.next_attempt) {
             (true, _) => "held".to_string(),
             (false, Some(t)) => time(t),

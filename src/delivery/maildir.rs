@@ -48,6 +48,30 @@ impl Maildir {
         Ok(self.root.join(domain.to_lowercase()).join(local.to_lowercase()))
     }
 
+    /// Removes the `tmp/` files that an earlier Mailgate process on this host left when it
+    /// was killed mid-delivery (their `P<pid>` names a process that no longer exists);
+    /// other writers' files (Dovecot's) and live processes' are left alone. Returns how
+    /// many were removed. Run at start-up, before any delivery.
+    pub fn clean_stale_tmp(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        let suffix = format!(".{}", self.hostname);
+        let Ok(domains) = std::fs::read_dir(&self.root) else { return Ok(0) };
+        for domain in domains.flatten() {
+            let Ok(boxes) = std::fs::read_dir(domain.path()) else { continue };
+            for mbox in boxes.flatten() {
+                let Ok(files) = std::fs::read_dir(mbox.path().join("tmp")) else { continue };
+                for f in files.flatten() {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if name.ends_with(&suffix) && writer_is_gone(&name) {
+                        std::fs::remove_file(f.path())?;
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Creates a new mailbox durably: the directories, then an fsync of each parent, so
     /// that a delivery recorded as done cannot lose its mailbox in a crash.
     async fn create_mailbox(&self, mbox: &Path) -> io::Result<()> {
@@ -148,6 +172,16 @@ impl MaildirDelivery {
     }
 }
 
+/// Whether the process named in a Maildir file name `<secs>.M<usecs>P<pid>Q<n>.<host>` is
+/// gone (and is not us).
+fn writer_is_gone(name: &str) -> bool {
+    let pid = name.split_once('P').and_then(|(_, rest)| rest.split_once('Q')).and_then(|(pid, _)| pid.parse::<u32>().ok());
+    match pid {
+        Some(pid) if pid != std::process::id() => !Path::new(&format!("/proc/{pid}")).exists(),
+        _ => false,
+    }
+}
+
 /// Maildir behind the common [`Target`] interface: `rcpt` checks the address can be a
 /// mailbox, `body` writes the content into `tmp/` of the first mailbox (and copies it into
 /// the others), `commit` moves each copy into `new/`.
@@ -203,9 +237,9 @@ impl Transaction for MaildirTransaction {
         }
         let source = d.tmp_path.clone();
         self.open.push(d);
-        for rcpt in self.rcpts[1..].to_vec() {
+        for rcpt in &self.rcpts[1..] {
             let copy = async {
-                let mut c = self.maildir.begin(&rcpt).await?;
+                let mut c = self.maildir.begin(rcpt).await?;
                 // Copy through the open handle, so that commit's fsync covers the bytes.
                 let mut src = tokio::fs::File::open(&source).await?;
                 c.size = tokio::io::copy(&mut src, &mut c.file).await?;
@@ -249,6 +283,22 @@ mod tests {
         assert!(p.to_str().unwrap().ends_with(",S=14"));
         assert_eq!(std::fs::read(&p).unwrap(), b"message body\r\n");
         assert_eq!(std::fs::read_dir(t.path().join("maildir/contoso.test/alice/tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn stale_tmp_files_of_dead_writers_are_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let m = Maildir::new(t.path().to_path_buf(), "mx.test");
+        let tmp = t.path().join("x.test/a/tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let dead = "1.M1P4294967295Q1.mx.test"; // no such pid
+        let ours = format!("1.M1P{}Q1.mx.test", std::process::id());
+        let other_host = "1.M1P4294967295Q1.other.host";
+        for n in [dead, ours.as_str(), other_host] {
+            std::fs::write(tmp.join(n), b"x").unwrap();
+        }
+        assert_eq!(m.clean_stale_tmp().unwrap(), 1);
+        assert!(!tmp.join(dead).exists() && tmp.join(&ours).exists() && tmp.join(other_host).exists());
     }
 
     #[test]

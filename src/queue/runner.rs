@@ -87,6 +87,11 @@ impl QueueRunner {
         mut control: mpsc::Receiver<ScanRequest>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        match self.targets.maildir.clean_stale_tmp() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "removed half-written Maildir files left by an interrupted earlier run"),
+            Err(e) => tracing::warn!(error = %e, "cannot clean Maildir tmp/ folders"),
+        }
         let mut tasks = JoinSet::new();
         self.start_due(&mut tasks);
         // An interval, not a sleep restarted on every message: a steady flow of new mail
@@ -282,12 +287,11 @@ impl QueueRunner {
     /// One attempt for the due recipients, grouped by destination; returns the records.
     async fn attempt(&self, id: &str, env: &Envelope, offset: u64, due: &[&Recipient], now: i64) -> Vec<Record> {
         let mut records = Vec::new();
-        let routed: Vec<(Result<Arc<dyn Target>, Failure>, String)> =
-            due.iter().map(|r| (self.target_for(env, r), r.address.clone())).collect();
         let mut keyed = Vec::new();
         let mut targets: HashMap<String, Arc<dyn Target>> = HashMap::new();
-        for (t, addr) in routed {
-            match t {
+        for r in due {
+            let addr = r.address.clone();
+            match self.target_for(env, r) {
                 Ok(t) => {
                     let key = t.destination();
                     targets.entry(key.clone()).or_insert(t);
