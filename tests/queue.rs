@@ -248,3 +248,66 @@ async fn a_delay_warning_after_four_hours_then_expiry_after_five_days() {
     assert!(failed.contains("expired") && failed.contains("carol@remote.test"), "{failed}");
     assert!(show(&t, &id).await.is_none());
 }
+
+/// XOAUTH2 configured as an operator writes it (`[smarthost.oauth2]`, the client secret in
+/// a file): the relay fetches a token, delivers, refreshes it after expiry on the test's
+/// clock; a token the upstream rejects keeps the message queued with the reason shown by
+/// `queue show`, and the next attempt fetches a new token and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoauth2_relay_fetches_refreshes_and_recovers_from_a_rejected_token() {
+    use common::token_endpoint::{TokenEndpoint, EXPIRES_IN};
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    let allow = |list: &[&str]| {
+        std::fs::write(&tokens, list.iter().map(|t| format!("alice@contoso.test {t}\n")).collect::<String>()).unwrap()
+    };
+    allow(&["tok-1", "tok-2"]);
+    let port = free_port();
+    let up_endpoints = format!(
+        "[[endpoint]]\nname = \"standard-starttls\"\nlisten = [\"127.0.0.1:{port}\"]\ntls_mode = \"starttls\"\n[smtp]\nxoauth2_tokens_file = \"{}\"\n",
+        tokens.display()
+    );
+    let up = TestServer::start_custom(&up_endpoints, &["alice@contoso.test"], None).await;
+    up.server().directory.add_domain("remote.test", "fabrikam").await.unwrap();
+    up.server().directory.add_user("carol@remote.test", "carol-password-1", true).await.unwrap();
+    let endpoint = TokenEndpoint::start().await;
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, "app-secret\n").unwrap();
+    let clock = TestClock::at("2027-01-10");
+    let config = format!(
+        "{}\n[queue]\nretry_interval = 3600\n[delivery]\nsmarthost = \"o365\"\n\
+         [[smarthost]]\nname = \"o365\"\naddress = \"127.0.0.1:{port}\"\nca_file = \"{}\"\nusername = \"alice@contoso.test\"\n\
+         [smarthost.oauth2]\ntoken_url = \"{}\"\nclient_id = \"mailgate\"\nclient_secret_file = \"{}\"\nscope = \"https://outlook.office365.com/.default\"\n",
+        common::STANDARD_ENDPOINTS,
+        up.cert_path.display(),
+        endpoint.url,
+        secret.display()
+    );
+    let t = TestServer::start_custom(&config, &["alice@contoso.test"], Some(clock.clock())).await;
+
+    submit(&t, "carol@remote.test", "oauth-1").await;
+    up.wait_for_mail("carol@remote.test", 1).await;
+    assert_eq!(endpoint.requests(), 1);
+    clock.advance(EXPIRES_IN);
+    submit(&t, "carol@remote.test", "oauth-2").await;
+    up.wait_for_mail("carol@remote.test", 2).await;
+    assert_eq!(endpoint.requests(), 2, "the expired token was refreshed once");
+
+    endpoint.revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(EXPIRES_IN);
+    let id = submit(&t, "carol@remote.test", "oauth-3").await;
+    scan(&t).await;
+    let out = ok(cli(&t, &["queue", "show", &id]), "queue show").await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("rejected the OAuth2 token: 535 5.7.8") && text.contains("a new token will be fetched"), "{text}");
+    assert!(!text.contains("revoked-"), "the token itself is never shown: {text}");
+
+    endpoint.revoked.store(false, std::sync::atomic::Ordering::SeqCst);
+    allow(&["tok-1", "tok-2", "tok-4"]);
+    clock.advance(300);
+    scan(&t).await;
+    assert!(show(&t, &id).await.is_none(), "delivered with a fresh token at the next attempt");
+    let got = up.wait_for_mail("carol@remote.test", 3).await;
+    assert!(got.iter().any(|m| body_of(m).contains("Subject: oauth-3")));
+    assert_eq!(endpoint.requests(), 4);
+}

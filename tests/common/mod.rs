@@ -4,6 +4,8 @@
 //! itself) for protocol-level tests.
 #![allow(dead_code)]
 
+pub mod token_endpoint;
+
 use mailgate::config::Config;
 use mailgate::server::RunningServer;
 use mailgate::session::Clock;
