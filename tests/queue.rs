@@ -311,3 +311,82 @@ async fn xoauth2_relay_fetches_refreshes_and_recovers_from_a_rejected_token() {
     assert!(got.iter().any(|m| body_of(m).contains("Subject: oauth-3")));
     assert_eq!(endpoint.requests(), 4);
 }
+
+/// Graceful shutdown with a delivery in flight to an upstream that never answers: the
+/// server stops within `shutdown_grace`, the delivery is cancelled before anything was
+/// committed, and the message is still queued (not counted as an attempt) for the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_defers_a_delivery_in_flight() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = silent.accept().await {
+            let _ = accepted_tx.send(s); // connected, never greeted
+        }
+    });
+    let clock = TestClock::at("2027-01-10");
+    let mut t = relay(port, None, &clock, "").await;
+    // A shorter grace than the smart host's timeouts (connect 5 s, command 10 s).
+    let config = std::fs::read_to_string(t.config_path()).unwrap().replace("retry_interval = 3600", "retry_interval = 3600\nshutdown_grace = 1");
+    std::fs::write(t.config_path(), config).unwrap();
+    t.stop().await;
+    let mut t = t.restart(Some(clock.clock())).await;
+    let id = submit(&t, "carol@remote.test", "inflight").await;
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), accepted.recv()).await.expect("the relay connects to the upstream").unwrap();
+    let started = tokio::time::Instant::now();
+    t.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    // The cancelled delivery closed its connection (it did not linger until its 10 s timeout).
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(3), tokio::io::AsyncReadExt::read(&mut conn, &mut buf))
+        .await
+        .expect("the relay dropped the upstream connection at shutdown")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing was sent to an upstream that never greeted");
+    let spool = mailgate::queue::Spool::attach(&t.data_dir().join("spool")).unwrap();
+    let v = ops::show(&spool, BACKOFF, &id).await.expect("still queued after shutdown");
+    assert_eq!((v.recipients[0].status, v.recipients[0].attempts), ("pending", 0), "{v:?}");
+}
+
+/// `delivery.destination_concurrency` bounds the connections to one smart host: four
+/// messages to an upstream that never greets (each attempt times out after 1 s) never have
+/// more than two connections open at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_destination_are_limited() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (open, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (o, m) = (open.clone(), max.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = silent.accept().await {
+            let n = o.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(n, Ordering::SeqCst);
+            let o = o.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while matches!(tokio::io::AsyncReadExt::read(&mut s, &mut buf).await, Ok(n) if n > 0) {}
+                o.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let clock = TestClock::at("2027-01-10");
+    let t = relay(port, None, &clock, "").await;
+    let config = std::fs::read_to_string(t.config_path()).unwrap();
+    let config = config.replace("command_timeout = 10", "command_timeout = 1").replace("smarthost = \"up\"", "smarthost = \"up\"\ndestination_concurrency = 2");
+    let mut t = t;
+    std::fs::write(t.config_path(), config).unwrap();
+    t.stop().await;
+    let t = t.restart(Some(clock.clock())).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(submit(&t, "carol@remote.test", &format!("limit{i}")).await);
+    }
+    scan(&t).await; // waits for the four attempts
+    for id in &ids {
+        assert_eq!(show(&t, id).await.unwrap().recipients[0].attempts, 1);
+    }
+    assert_eq!(max.load(Ordering::SeqCst), 2, "at most two connections at once, and two were used");
+}
