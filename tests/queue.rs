@@ -390,3 +390,32 @@ async fn connections_per_destination_are_limited() {
     }
     assert_eq!(max.load(Ordering::SeqCst), 2, "at most two connections at once, and two were used");
 }
+
+/// Never a bounce to the null sender (RFC 5321 §4.5.5), so never a bounce loop: a message
+/// from `<>` (as a DSN is) that fails permanently is dropped with a log line, no new DSN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_message_from_the_null_sender_is_not_bounced() {
+    use mailgate::queue::{Envelope, Recipient, RecipientRoute};
+    let port = free_port();
+    let up = upstream(port).await;
+    let clock = TestClock::at("2027-01-10");
+    let t = relay(port, Some(&up.cert_path), &clock, "").await;
+    let spool = &t.server().spool;
+    let env = Envelope {
+        id: spool.new_id(),
+        received_at: clock.now().timestamp(),
+        sender: String::new(),
+        recipients: vec![Recipient { address: "nobody@remote.test".into(), route: RecipientRoute::Relay }],
+        auth_user: String::new(),
+        tenant: "contoso".into(),
+        client_ip: String::new(),
+        endpoint: "dsn".into(),
+    };
+    let mut w = spool.create(&env, b"").await.unwrap();
+    w.write(b"From: MAILER-DAEMON@mx.test\r\nSubject: a DSN\r\n\r\nbody\r\n").await.unwrap();
+    let id = w.commit().await.unwrap();
+    scan(&t).await;
+    assert!(show(&t, &id).await.is_none(), "the failed entry left the queue");
+    assert!(spool.queued_ids().unwrap().is_empty(), "and no DSN about it was queued");
+    assert!(t.all_mail_files().is_empty(), "nothing delivered anywhere");
+}
