@@ -220,8 +220,9 @@ impl Reply {
     pub fn auth_bad_base64() -> Reply {
         reply(501, (5, 5, 2), "Cannot decode the AUTH response: invalid base64")
     }
-    pub fn auth_mechanism_unsupported() -> Reply {
-        reply(504, (5, 5, 4), "Unrecognized authentication mechanism; use PLAIN or LOGIN")
+    /// `offered`: the mechanisms this server announces, e.g. "PLAIN or LOGIN".
+    pub fn auth_mechanism_unsupported(offered: &str) -> Reply {
+        reply(504, (5, 5, 4), format!("Unrecognized authentication mechanism; use {offered}"))
     }
     pub fn already_authenticated() -> Reply {
         reply(503, (5, 5, 1), "Already authenticated")

@@ -40,6 +40,9 @@ pub async fn start(config: Arc<Config>) -> anyhow::Result<RunningServer> {
 pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    // Before anything is touched: opening the spool discards unacknowledged messages,
+    // which would be another running server's messages in flight.
+    crate::queue::ops::refuse_if_running(&config.control_socket()).await?;
     let directory = Directory::open(&config.directory_path())
         .await
         .with_context(|| format!("cannot open the directory {}", config.directory_path().display()))?;

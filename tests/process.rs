@@ -1042,3 +1042,53 @@ fn demo_relays_remote_recipients_through_a_smarthost() {
     assert_eq!(relay.terminate(Duration::from_secs(10)).code(), Some(0));
     assert_eq!(up.terminate(Duration::from_secs(10)).code(), Some(0));
 }
+
+/// A second `mailgate serve` on a data_dir that a running server uses refuses to start,
+/// before it touches anything: the first server's message in the middle of DATA (in
+/// spool/incoming) survives and is delivered.
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_before_touching_the_spool() {
+    let env = Env::with_contoso();
+    let server = env.serve();
+    let port = server.port("standard-starttls");
+    let incoming = env.data().join("spool/incoming");
+    let msgid = format!("{}@process.test", unique("inflight"));
+    let args = serde_json::json!({"port": port, "cafile": env.cafile, "user": "alice@contoso.test", "password": ALICE_PW,
+        "from": "alice@contoso.test", "to": ["scanner@contoso.test"], "msgid": msgid});
+    let (_partial, rx, stdin) = py_spawn("partial", &args);
+    next_line(&rx, Instant::now() + Duration::from_secs(20)).expect("the client started DATA");
+    wait_for("the message in spool/incoming", Duration::from_secs(10), || !dir_entries(&incoming).is_empty());
+    let out = env.cli(&["serve"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another mailgate is running on this data_dir"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "it never listened");
+    assert!(!dir_entries(&incoming).is_empty(), "the first server's message in flight is untouched");
+    drop(stdin);
+    drop(server);
+}
+
+/// `mailgate user list | head`: a printing command whose reader has gone ends quietly
+/// (SIGPIPE, as Unix tools do), not with a panic and a backtrace.
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    let env = Env::with_contoso();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // every write to stdout now fails with EPIPE
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .args(["user", "list"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc_sigpipe()), "ended by SIGPIPE: {:?}", out.status);
+}
+
+fn libc_sigpipe() -> i32 {
+    13 // SIGPIPE on Linux
+}

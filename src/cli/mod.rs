@@ -213,9 +213,22 @@ enum UserCmd {
     },
 }
 
+/// Commands that print (`queue list | head`) end quietly when the reader goes away, as
+/// Unix tools do, instead of panicking on a broken pipe. Not for the server: a client
+/// closing its socket must never end the process.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve | Command::Demo(_)) {
+        restore_sigpipe();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

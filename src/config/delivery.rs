@@ -312,7 +312,7 @@ impl Validator<'_> {
     }
 
     fn oauth2(&self, key: &str, o: RawOAuth2, base: &Path) -> Result<OAuth2, ConfigError> {
-        if !(o.token_url.starts_with("https://") || o.token_url.starts_with("http://127.") || o.token_url.starts_with("http://localhost")) {
+        if !(o.token_url.starts_with("https://") || is_loopback_http(&o.token_url)) {
             return Err(self.err(format!("{key}.token_url"), "must be an https:// URL (http:// only on loopback, for tests)"));
         }
         if o.client_id.is_empty() {
@@ -397,6 +397,21 @@ impl Validator<'_> {
     }
 }
 
+/// `http://` to 127.0.0.0/8, `[::1]` or `localhost` (with or without a port): the only
+/// places a token may travel unencrypted (a test's own token endpoint).
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn parse_lmtp(a: &str, base: &Path) -> Option<LmtpAddress> {
     if let Some(p) = a.strip_prefix("unix:") {
         return (!p.is_empty()).then(|| LmtpAddress::Unix(base.join(p)));
@@ -478,6 +493,16 @@ mod tests {
             let e = load(extra).unwrap_err();
             assert!(e.contains(key), "{e:?} should name {key}");
             assert!(!e.contains("hunter2"), "the secret is never echoed: {e}");
+        }
+    }
+
+    #[test]
+    fn only_loopback_may_use_plain_http() {
+        for ok in ["http://127.0.0.1:8080/token", "http://localhost/t", "http://[::1]:9/t", "http://127.5.5.5"] {
+            assert!(is_loopback_http(ok), "{ok}");
+        }
+        for bad in ["http://127.evil.example/t", "http://localhost.evil.example/", "http://127.0.0.1@evil.example/", "https://127.0.0.1/", "http://10.0.0.1/"] {
+            assert!(!is_loopback_http(bad), "{bad}");
         }
     }
 

@@ -62,8 +62,9 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.remote {
             Some(r) if self.is_reply => write!(f, "{r} said: {}", self.reason),
-            Some(r) => write!(f, "{}: {}", r, self.reason),
-            None => f.write_str(&self.reason),
+            // Our own sentences usually name the server already.
+            Some(r) if !self.reason.contains(r.as_str()) => write!(f, "{}: {}", r, self.reason),
+            _ => f.write_str(&self.reason),
         }
     }
 }

@@ -7,12 +7,12 @@
 //! (the durability rule). A file left in `incoming/` by a crash or a vanished client was
 //! never acknowledged and is removed at start-up.
 //!
-//! The runner delivers each queued message's local recipients through [`crate::delivery`],
-//! records each delivered recipient in `queue/<ID>.done` (fsynced), and removes the entry
-//! only when every recipient is done. Relay recipients stay queued until smart-host
-//! delivery exists. Where a duplicate can occur after a crash (at least once, never lost):
-//! between a mailbox write and its `.done` record (the last recipient gets none: the entry
-//! is removed instead), and when the unlink of a delivered entry was not yet durable.
+//! What happens to each queued message afterwards is recorded in an append-only log beside
+//! it, `queue/<ID>.log` ([`state`]); the queue manager ([`runner`]) delivers, retries and
+//! bounces, and [`ops`] holds the operations `mailgate queue` offers. A message whose
+//! recipients are all delivered at the first attempt is removed without ever getting a log.
+//! Where a crash can cause a duplicate (at least once, never lost) is listed in
+//! docs/operations.md.
 
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -228,7 +228,19 @@ impl Spool {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no queued message {id}")));
         }
         let text: String = records.iter().map(Record::line).collect();
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id))?;
+        let path = self.log_path(id);
+        let created = !path.exists();
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        if created {
+            // `mailgate queue ...` run as root must not leave a log the server (running as
+            // its own user) cannot append to: the log gets the message file's owner.
+            use std::os::unix::fs::MetadataExt;
+            let msg = std::fs::metadata(self.msg_path(id))?;
+            let log = f.metadata()?;
+            if (log.uid(), log.gid()) != (msg.uid(), msg.gid()) {
+                std::os::unix::fs::fchown(&f, Some(msg.uid()), Some(msg.gid()))?;
+            }
+        }
         f.write_all(text.as_bytes())?;
         f.sync_all()
     }

@@ -215,6 +215,17 @@ pub async fn request_scan(socket: &Path, wait: Duration) -> io::Result<bool> {
     }
 }
 
+/// Fails when a server already answers on this control socket (same data_dir).
+pub async fn refuse_if_running(socket: &Path) -> io::Result<()> {
+    if tokio::net::UnixStream::connect(socket).await.is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another mailgate is running on this data_dir (its control socket {} answers)", socket.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// Serves the control socket: one `scan` per connection, answered `ok` when the attempts
 /// it started have ended. Refuses to start when another server answers on the socket.
 pub async fn serve_control(
@@ -222,12 +233,7 @@ pub async fn serve_control(
     runner: tokio::sync::mpsc::Sender<ScanRequest>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
-    if tokio::net::UnixStream::connect(socket).await.is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("another mailgate is running on this data_dir (its control socket {} answers)", socket.display()),
-        ));
-    }
+    refuse_if_running(socket).await?;
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)?;
     let path = socket.to_owned();

@@ -46,6 +46,9 @@ pub struct QueueRunner {
     global: Arc<Semaphore>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     inflight: Mutex<HashSet<String>>,
+    /// Entries whose delivery results could not be recorded: not attempted again until a
+    /// restart, so that a log that cannot be written never causes endless redelivery.
+    stuck: Mutex<HashSet<String>>,
     finished: Notify,
     dsn_counter: AtomicU64,
 }
@@ -67,6 +70,7 @@ impl QueueRunner {
             global: Arc::new(Semaphore::new(config.delivery.concurrency)),
             per_destination: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashSet::new()),
+            stuck: Mutex::new(HashSet::new()),
             finished: Notify::new(),
             dsn_counter: AtomicU64::new(0),
             spool,
@@ -148,12 +152,11 @@ impl QueueRunner {
 
     /// Starts a task for one entry unless one is already running for it.
     fn start(self: &Arc<Self>, tasks: &mut JoinSet<()>, id: String) -> bool {
-        if !self.inflight.lock().unwrap().insert(id.clone()) {
+        if self.stuck.lock().unwrap().contains(&id) || !self.inflight.lock().unwrap().insert(id.clone()) {
             return false;
         }
         let me = self.clone();
         tasks.spawn(async move {
-            let _permit = me.global.clone().acquire_owned().await;
             me.process(&id).await;
             me.inflight.lock().unwrap().remove(&id);
             me.finished.notify_waiters();
@@ -197,7 +200,13 @@ impl QueueRunner {
         let addresses: Vec<String> = env.recipients.iter().map(|r| r.address.clone()).collect();
         let mut state = EntryState::new(&addresses, &log);
         if let Err(e) = self.advance(id, &env, offset, &mut state, log.is_empty()).await {
-            tracing::error!(queue_id = id, error = %e, "cannot record delivery results; the entry will be retried");
+            self.stuck.lock().unwrap().insert(id.to_string());
+            tracing::error!(
+                queue_id = id,
+                error = %e,
+                "cannot record delivery results in the queue entry's log; the entry is left alone until mailgate restarts \
+                 (fix the spool's ownership or disk, then restart) so that no recipient gets the message again and again"
+            );
         }
     }
 
@@ -303,7 +312,10 @@ impl QueueRunner {
         let info = MessageInfo { queue_id: id.to_string(), sender: env.sender.clone(), size: self.content_size(id, offset) };
         for (key, rcpts) in group_by(keyed) {
             let target = targets[&key].clone();
-            let _permit = self.destination_permit(&key).acquire_owned().await;
+            // The destination's slot first: a message waiting for a slow smart host must
+            // not hold one of the global slots that local deliveries need.
+            let _slot = self.destination_permit(&key).acquire_owned().await;
+            let _permit = self.global.clone().acquire_owned().await;
             let results = self.transaction(target.as_ref(), &info, &rcpts, id, offset).await;
             for (rcpt, result) in rcpts.into_iter().zip(results) {
                 records.push(self.outcome(id, &key, rcpt, result, now));

@@ -98,11 +98,19 @@ fn utf8(bytes: Vec<u8>) -> Result<String, Reply> {
 impl Session {
     /// The EHLO AUTH line: `AUTH PLAIN LOGIN`, plus XOAUTH2 when a tokens file is set.
     pub(super) fn auth_mechanisms(&self) -> String {
-        if self.ctx.config.smtp.xoauth2_tokens_file.is_some() {
+        if self.xoauth2_offered() {
             "AUTH PLAIN LOGIN XOAUTH2".to_string()
         } else {
             "AUTH PLAIN LOGIN".to_string()
         }
+    }
+
+    fn xoauth2_offered(&self) -> bool {
+        self.ctx.config.smtp.xoauth2_tokens_file.is_some()
+    }
+
+    fn mechanism_unsupported(&self) -> Reply {
+        Reply::auth_mechanism_unsupported(if self.xoauth2_offered() { "PLAIN, LOGIN or XOAUTH2" } else { "PLAIN or LOGIN" })
     }
 
     pub(super) async fn handle_auth(&mut self, mechanism: u64, initial: String) -> Reply {
@@ -144,7 +152,7 @@ impl Session {
                     self.xoauth2(&initial).await
                 }
             }
-            _ => Reply::auth_mechanism_unsupported(),
+            _ => self.mechanism_unsupported(),
         }
     }
 
@@ -185,7 +193,7 @@ impl Session {
             return Reply::auth_failed();
         };
         let Some(path) = self.ctx.config.smtp.xoauth2_tokens_file.clone() else {
-            return Reply::auth_mechanism_unsupported();
+            return self.mechanism_unsupported();
         };
         let file = match tokio::fs::read_to_string(&path).await {
             Ok(f) => f,
