@@ -75,21 +75,61 @@ impl Maildir {
     /// Creates a new mailbox durably: the directories, then an fsync of each parent, so
     /// that a delivery recorded as done cannot lose its mailbox in a crash.
     async fn create_mailbox(&self, mbox: &Path) -> io::Result<()> {
+        let (me, mbox) = (self.clone(), mbox.to_owned());
+        tokio::task::spawn_blocking(move || me.create_mailbox_blocking(&mbox)).await.map_err(io::Error::other)?
+    }
+
+    fn create_mailbox_blocking(&self, mbox: &Path) -> io::Result<()> {
         for sub in ["tmp", "new", "cur"] {
-            tokio::fs::create_dir_all(mbox.join(sub)).await?;
+            std::fs::create_dir_all(mbox.join(sub))?;
         }
         let mut dir = Some(mbox);
         while let Some(d) = dir {
-            crate::queue::sync_dir(d).await?;
+            std::fs::File::open(d)?.sync_all()?;
             if d == self.root {
                 break;
             }
             dir = d.parent();
         }
         if let Some(parent) = self.root.parent() {
-            crate::queue::sync_dir(parent).await?;
+            std::fs::File::open(parent)?.sync_all()?;
         }
         Ok(())
+    }
+
+    /// A unique Maildir file name: `<secs>.M<usecs>P<pid>Q<n>.<host>`.
+    fn unique_name(&self) -> String {
+        let now = chrono::Utc::now();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}.M{}P{}Q{}.{}", now.timestamp(), now.timestamp_subsec_micros(), std::process::id(), n, self.hostname)
+    }
+
+    /// One whole delivery on the calling thread, which must be a blocking one: copy the
+    /// content of `source` from `offset` into `tmp/`, fsync, rename into `new/`, fsync
+    /// `new/`. One hand-off to the blocking pool per delivery instead of one per step.
+    pub fn deliver_blocking(&self, address: &str, source: &Path, offset: u64) -> io::Result<PathBuf> {
+        use std::io::Seek;
+        let mbox = self.mailbox_dir(address)?;
+        if !mbox.join("new").is_dir() {
+            self.create_mailbox_blocking(&mbox)?;
+        }
+        let name = self.unique_name();
+        let tmp = mbox.join("tmp").join(&name);
+        let result = (|| {
+            let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut src = std::fs::File::open(source)?;
+            src.seek(io::SeekFrom::Start(offset))?;
+            let size = io::copy(&mut src, &mut out)?;
+            out.sync_all()?;
+            let dest = mbox.join("new").join(format!("{name},S={size}"));
+            std::fs::rename(&tmp, &dest)?;
+            std::fs::File::open(mbox.join("new"))?.sync_all()?;
+            Ok(dest)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
     }
 
     /// Starts a delivery: creates the Maildir if needed and opens a file in `tmp/`.
@@ -98,16 +138,7 @@ impl Maildir {
         if !tokio::fs::try_exists(mbox.join("new")).await.unwrap_or(false) {
             self.create_mailbox(&mbox).await?;
         }
-        let now = chrono::Utc::now();
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "{}.M{}P{}Q{}.{}",
-            now.timestamp(),
-            now.timestamp_subsec_micros(),
-            std::process::id(),
-            n,
-            self.hostname
-        );
+        let name = self.unique_name();
         let tmp_path = mbox.join("tmp").join(&name);
         let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp_path).await?;
         Ok(MaildirDelivery { tmp_path, new_dir: mbox.join("new"), name, file, size: 0 })
@@ -192,7 +223,7 @@ impl Target for Maildir {
     }
 
     async fn begin(&self, _message: &MessageInfo) -> Result<Box<dyn Transaction>, Failure> {
-        Ok(Box::new(MaildirTransaction { maildir: self.clone(), rcpts: Vec::new(), open: Vec::new() }))
+        Ok(Box::new(MaildirTransaction { maildir: self.clone(), rcpts: Vec::new(), open: Vec::new(), source: None }))
     }
 }
 
@@ -200,6 +231,8 @@ struct MaildirTransaction {
     maildir: Maildir,
     rcpts: Vec<String>,
     open: Vec<MaildirDelivery>,
+    /// Content to copy from a file at commit, on a blocking thread (`body_from_file`).
+    source: Option<(PathBuf, u64)>,
 }
 
 fn local_failure(e: io::Error) -> Failure {
@@ -253,7 +286,20 @@ impl Transaction for MaildirTransaction {
         Ok(())
     }
 
+    async fn body_from_file(&mut self, path: &Path, offset: u64) -> Result<(), Failure> {
+        self.source = Some((path.to_owned(), offset));
+        Ok(())
+    }
+
     async fn commit(self: Box<Self>) -> Vec<Result<(), Failure>> {
+        if let Some((source, offset)) = self.source {
+            let (maildir, rcpts) = (self.maildir, self.rcpts);
+            let n = rcpts.len();
+            let copies = tokio::task::spawn_blocking(move || {
+                rcpts.iter().map(|r| maildir.deliver_blocking(r, &source, offset).map(|_| ()).map_err(local_failure)).collect()
+            });
+            return copies.await.unwrap_or_else(|e| vec![Err(Failure::temporary(format!("delivery task failed: {e}"))); n]);
+        }
         let mut results = Vec::new();
         for d in self.open {
             results.push(d.commit().await.map(|_| ()).map_err(local_failure));

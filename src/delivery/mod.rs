@@ -105,6 +105,21 @@ pub trait Transaction: Send {
     /// accepted recipient (the transaction is then aborted by the caller).
     async fn body(&mut self, content: Content<'_>) -> Result<(), Failure>;
 
+    /// As `body`, from the content of a file starting at `offset` (the spool file). A
+    /// local target may read the file itself, on a blocking thread, instead of streaming.
+    async fn body_from_file(&mut self, path: &std::path::Path, offset: u64) -> Result<(), Failure> {
+        use tokio::io::AsyncSeekExt;
+        let open = async {
+            let mut file = tokio::fs::File::open(path).await?;
+            file.seek(std::io::SeekFrom::Start(offset)).await?;
+            Ok::<_, std::io::Error>(tokio::io::BufReader::with_capacity(64 * 1024, file))
+        };
+        match open.await {
+            Ok(mut reader) => self.body(&mut reader).await,
+            Err(e) => Err(Failure::temporary(format!("cannot read the queued message: {e}"))),
+        }
+    }
+
     /// Completes the delivery: one result per recipient accepted by `rcpt`, in that order
     /// (LMTP answers per recipient; SMTP's single answer applies to all of them).
     async fn commit(self: Box<Self>) -> Vec<Result<(), Failure>>;

@@ -19,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 pub mod ops;
@@ -191,17 +191,13 @@ impl Spool {
 
     /// Reads a queued message's envelope and the offset where its content starts.
     pub async fn read_envelope(&self, id: &str) -> io::Result<(Envelope, u64)> {
-        let file = tokio::fs::File::open(self.msg_path(id)).await?;
-        let mut reader = tokio::io::BufReader::new(tokio::io::AsyncReadExt::take(file, 1 << 24));
-        let mut magic = String::new();
-        reader.read_line(&mut magic).await?;
-        if magic.trim_end() != MAGIC {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a Mailgate spool file"));
-        }
-        let mut json = String::new();
-        reader.read_line(&mut json).await?;
-        let env: Envelope = serde_json::from_str(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        Ok((env, (magic.len() + json.len()) as u64))
+        let path = self.msg_path(id);
+        tokio::task::spawn_blocking(move || read_envelope_file(&path)).await.map_err(io::Error::other)?
+    }
+
+    /// As [`Spool::read_envelope`], blocking (for code already on a blocking thread).
+    pub fn read_envelope_blocking(&self, id: &str) -> io::Result<(Envelope, u64)> {
+        read_envelope_file(&self.msg_path(id))
     }
 
     /// The text of an entry's log (`<ID>.log`, and a `.done` file of the earlier format).
@@ -303,6 +299,21 @@ impl SpoolWriter {
         Ok(self.id)
     }
 
+}
+
+fn read_envelope_file(path: &Path) -> io::Result<(Envelope, u64)> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path)?;
+    let mut reader = std::io::BufReader::new(std::io::Read::take(file, 1 << 24));
+    let mut magic = String::new();
+    reader.read_line(&mut magic)?;
+    if magic.trim_end() != MAGIC {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a Mailgate spool file"));
+    }
+    let mut json = String::new();
+    reader.read_line(&mut json)?;
+    let env: Envelope = serde_json::from_str(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok((env, (magic.len() + json.len()) as u64))
 }
 
 /// fsync a directory so that a rename or unlink in it is durable.

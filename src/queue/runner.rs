@@ -178,28 +178,23 @@ impl QueueRunner {
 
     /// Does whatever is due for one entry: bounce, expire, attempt, warn, remove.
     pub async fn process(&self, id: &str) {
-        let _lock = match self.spool.try_lock(id) {
-            Ok(Some(lock)) => lock,
-            Ok(None) => return, // an operator command holds it; the next scan comes back
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => return tracing::warn!(queue_id = id, error = %e, "cannot lock a queue entry now; will retry"),
+        let (spool, owned_id) = (self.spool.clone(), id.to_string());
+        let prepared = match tokio::task::spawn_blocking(move || prepare(&spool, &owned_id)).await {
+            Ok(p) => p,
+            Err(e) => return tracing::error!(queue_id = id, error = %e, "queue entry task failed"),
         };
-        let (env, offset) = match self.spool.read_envelope(id).await {
-            Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        let p = match prepared {
+            Ok(Some(p)) => p,
+            Ok(None) => return, // gone, or an operator command holds it: the next scan comes back
             Err(e) if matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) => {
                 return self.quarantine(id, &e).await;
             }
             // EMFILE, EIO...: the message was acknowledged; try again at the next scan.
             Err(e) => return tracing::warn!(queue_id = id, error = %e, "cannot read a queue entry now; will retry"),
         };
-        let log = match self.spool.read_log(id) {
-            Ok(l) => l,
-            Err(e) => return tracing::warn!(queue_id = id, error = %e, "cannot read a queue entry's log now; will retry"),
-        };
-        let addresses: Vec<String> = env.recipients.iter().map(|r| r.address.clone()).collect();
-        let mut state = EntryState::new(&addresses, &log);
-        if let Err(e) = self.advance(id, &env, offset, &mut state, log.is_empty()).await {
+        let addresses: Vec<String> = p.env.recipients.iter().map(|r| r.address.clone()).collect();
+        let mut state = EntryState::new(&addresses, &p.log);
+        if let Err(e) = self.advance(id, &p, &mut state).await {
             self.stuck.lock().unwrap().insert(id.to_string());
             tracing::error!(
                 queue_id = id,
@@ -208,9 +203,11 @@ impl QueueRunner {
                  (fix the spool's ownership or disk, then restart) so that no recipient gets the message again and again"
             );
         }
+        drop(p.lock);
     }
 
-    async fn advance(&self, id: &str, env: &Envelope, offset: u64, state: &mut EntryState, fresh: bool) -> io::Result<()> {
+    async fn advance(&self, id: &str, p: &Prepared, state: &mut EntryState) -> io::Result<()> {
+        let (env, offset, fresh) = (&p.env, p.offset, p.log.is_empty());
         let now = (self.clock)().timestamp();
         let mut records = Vec::new();
         if state.bounce_requested {
@@ -224,7 +221,7 @@ impl QueueRunner {
                     let f = expired(last.as_ref(), self.config.queue.max_lifetime);
                     records.extend(due.iter().map(|r| Record::Failed { rcpt: r.address.clone(), at: now, failure: f.clone() }));
                 } else {
-                    records.extend(self.attempt(id, env, offset, &due, now).await);
+                    records.extend(self.attempt(id, env, offset, p.size, &due, now).await);
                 }
             }
         }
@@ -234,14 +231,14 @@ impl QueueRunner {
             && records.len() == env.recipients.len()
             && records.iter().all(|r| matches!(r, Record::Delivered { .. }));
         if all_delivered_now {
-            return self.finish(id);
+            return self.finish(id).await;
         }
-        self.record(id, state, records)?;
+        self.record(id, state, records).await?;
         let unbounced = state.unbounced();
         if !unbounced.is_empty() {
             let dsn = self.send_dsn(env, offset, DsnKind::Failed, &unbounced, now).await?;
             let rcpts = unbounced.into_iter().map(|(a, _, _)| a).collect();
-            self.record(id, state, vec![Record::Bounced { rcpts, at: now, dsn }])?;
+            self.record(id, state, vec![Record::Bounced { rcpts, at: now, dsn }]).await?;
         }
         if self.warning_due(env, state, now) {
             let pending: Vec<(String, i64, Failure)> = state
@@ -256,24 +253,30 @@ impl QueueRunner {
                 })
                 .collect();
             let dsn = self.send_dsn(env, offset, DsnKind::Delayed, &pending, now).await?;
-            self.record(id, state, vec![Record::Warned { at: now, dsn }])?;
+            self.record(id, state, vec![Record::Warned { at: now, dsn }]).await?;
         }
         if state.is_complete() {
-            self.finish(id)?;
+            self.finish(id).await?;
         }
         Ok(())
     }
 
-    fn record(&self, id: &str, state: &mut EntryState, records: Vec<Record>) -> io::Result<()> {
-        self.spool.append(id, &records)?;
+    /// Appends records (an fsync: on the blocking pool) and applies them to `state`.
+    async fn record(&self, id: &str, state: &mut EntryState, records: Vec<Record>) -> io::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (spool, owned_id, recs) = (self.spool.clone(), id.to_string(), records.clone());
+        tokio::task::spawn_blocking(move || spool.append(&owned_id, &recs)).await.map_err(io::Error::other)??;
         for r in &records {
             state.apply(r);
         }
         Ok(())
     }
 
-    fn finish(&self, id: &str) -> io::Result<()> {
-        self.spool.remove(id)?;
+    async fn finish(&self, id: &str) -> io::Result<()> {
+        let (spool, owned_id) = (self.spool.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || spool.remove(&owned_id)).await.map_err(io::Error::other)??;
         tracing::info!(queue_id = id, "all recipients done; removed from the queue");
         Ok(())
     }
@@ -294,7 +297,7 @@ impl QueueRunner {
     }
 
     /// One attempt for the due recipients, grouped by destination; returns the records.
-    async fn attempt(&self, id: &str, env: &Envelope, offset: u64, due: &[&Recipient], now: i64) -> Vec<Record> {
+    async fn attempt(&self, id: &str, env: &Envelope, offset: u64, size: u64, due: &[&Recipient], now: i64) -> Vec<Record> {
         let mut records = Vec::new();
         let mut keyed = Vec::new();
         let mut targets: HashMap<String, Arc<dyn Target>> = HashMap::new();
@@ -309,7 +312,7 @@ impl QueueRunner {
                 Err(f) => records.push(Record::Failed { rcpt: addr, at: now, failure: f }),
             }
         }
-        let info = MessageInfo { queue_id: id.to_string(), sender: env.sender.clone(), size: self.content_size(id, offset) };
+        let info = MessageInfo { queue_id: id.to_string(), sender: env.sender.clone(), size };
         for (key, rcpts) in group_by(keyed) {
             let target = targets[&key].clone();
             // The destination's slot first: a message waiting for a slow smart host must
@@ -358,15 +361,7 @@ impl QueueRunner {
         if accepted.is_empty() {
             tx.abort().await;
         } else {
-            let body = async {
-                let mut file = tokio::fs::File::open(self.spool.msg_path(id)).await?;
-                file.seek(io::SeekFrom::Start(offset)).await?;
-                Ok::<_, io::Error>(tokio::io::BufReader::with_capacity(64 * 1024, file))
-            };
-            let sent = match body.await {
-                Ok(mut reader) => tx.body(&mut reader).await,
-                Err(e) => Err(Failure::temporary(format!("cannot read the queued message: {e}"))),
-            };
+            let sent = tx.body_from_file(&self.spool.msg_path(id), offset).await;
             let committed = match sent {
                 Ok(()) => tx.commit().await,
                 Err(f) => {
@@ -381,10 +376,6 @@ impl QueueRunner {
             }
         }
         results.into_iter().map(|r| r.unwrap_or_else(|| Err(Failure::temporary("not attempted")))).collect()
-    }
-
-    fn content_size(&self, id: &str, offset: u64) -> u64 {
-        std::fs::metadata(self.spool.msg_path(id)).map(|m| m.len().saturating_sub(offset)).unwrap_or(0)
     }
 
     fn destination_permit(&self, key: &str) -> Arc<Semaphore> {
@@ -501,4 +492,34 @@ impl QueueRunner {
             Err(e) => tracing::error!(queue_id = id, %error, move_error = %e, "unreadable queue entry left in place"),
         }
     }
+}
+
+/// What a task needs to work on one entry, read on a blocking thread in one go.
+struct Prepared {
+    /// The entry's lock, held until the task ends.
+    lock: std::fs::File,
+    env: Envelope,
+    /// Where the content starts in the spool file.
+    offset: u64,
+    log: String,
+    /// The content's size in octets.
+    size: u64,
+}
+
+/// Locks an entry and reads its envelope and log; `None` when it is gone or locked.
+fn prepare(spool: &Spool, id: &str) -> io::Result<Option<Prepared>> {
+    let lock = match spool.try_lock(id) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = lock.metadata()?.len();
+    let (env, offset) = match spool.read_envelope_blocking(id) {
+        Ok(x) => x,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let log = spool.read_log(id)?;
+    Ok(Some(Prepared { lock, env, offset, log, size: size.saturating_sub(offset) }))
 }
