@@ -170,19 +170,35 @@ MG_LEGACY=$(awk '$2=="legacy-starttls"{split($3,a,":"); print a[2]}' "$work/mg.o
 [ -n "$MG_PORT" ] || { echo "mailgate did not start:"; cat "$work/mg.err"; exit 1; }
 
 # ---- runs ---------------------------------------------------------------------------
-# run SERVER PORT TLS MESSAGES -> one JSON line (load generator result + server CPU and peak RSS)
+# queued SERVER -> messages accepted but not yet delivered into the Maildir
+queued() {
+  if [ "$1" = postfix ]; then
+    find "$work/pf-queue/maildrop" "$work/pf-queue/incoming" "$work/pf-queue/active" "$work/pf-queue/deferred" -type f 2>/dev/null | wc -l
+  else
+    find "$mg/data/spool/queue" -name '*.msg' 2>/dev/null | wc -l
+  fi
+}
+# drain SERVER -> seconds until everything accepted is delivered (at most 120)
+drain() {
+  local t0; t0=$(date +%s.%N)
+  for _ in $(seq 1 1200); do [ "$(queued "$1")" = 0 ] && break; sleep 0.1; done
+  python3 -c 'import sys,time; print(round(time.time()-float(sys.argv[1]), 2))' "$t0"
+}
+# run SERVER PORT TLS MESSAGES NAME -> one JSON line (load generator result, seconds to drain the
+# queue into the Maildir afterwards, server CPU including that delivery work, peak RSS)
 run() {
-  local root=$1 port=$2 tls=$3 k=$4
-  local cpu0 cpu1 peak json
+  local root=$1 port=$2 tls=$3 k=$4 name=$5
+  local cpu0 cpu1 peak json drained
   cpu0=$(python3 "$P" cpu "$root")
   python3 "$P" peak "$root" "$D" > "$work/peak" &
   local sampler=$!
   json=$($L --addr "127.0.0.1:$port" --mode starttls --tls "$tls" -c "$C" --duration "$D" \
     --user load@bench.test --password "$PASS" --to load@bench.test --size 10240 --messages "$k" --json | tail -1)
+  drained=$(drain "$name")
   wait "$sampler"; peak=$(cat "$work/peak")
   cpu1=$(python3 "$P" cpu "$root")
-  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["cpu_s"]=float(sys.argv[2])-float(sys.argv[3]); r["peak_rss_kib"]=int(sys.argv[4]); print(json.dumps(r))' \
-    "$json" "$cpu1" "$cpu0" "$peak"
+  python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["cpu_s"]=float(sys.argv[2])-float(sys.argv[3]); r["peak_rss_kib"]=int(sys.argv[4]); r["drain_s"]=float(sys.argv[5]); print(json.dumps(r))' \
+    "$json" "$cpu1" "$cpu0" "$peak" "$drained"
 }
 results=$work/results.jsonl; : > "$results"
 for round in $(seq 1 "$ROUNDS"); do
@@ -191,9 +207,9 @@ for round in $(seq 1 "$ROUNDS"); do
     pport=$PF_PORT; mport=$MG_PORT
     [ "$sc" = c ] && { pport=$PF_LEGACY; mport=$MG_LEGACY; }
     for server in postfix mailgate; do
-      if [ $server = postfix ]; then r=$(run "$PF_MASTER" "$pport" "$tls" "$k"); else r=$(run "$mg_pid" "$mport" "$tls" "$k"); fi
+      if [ $server = postfix ]; then r=$(run "$PF_MASTER" "$pport" "$tls" "$k" postfix); else r=$(run "$mg_pid" "$mport" "$tls" "$k" mailgate); fi
       echo "{\"scenario\":\"$sc\",\"server\":\"$server\",\"round\":$round,\"r\":$r}" >> "$results"
-      python3 -c 'import json,sys; x=json.loads(sys.argv[1]); r=x["r"]; print("  round %s %s %-8s %8.1f msgs/s  errors %s" % (x["round"], x["scenario"], x["server"], r["messages_per_sec"], r["errors"] or 0))' "$(tail -1 "$results")"
+      python3 -c 'import json,sys; x=json.loads(sys.argv[1]); r=x["r"]; print("  round %s %s %-8s %8.1f msgs/s accepted, queue drained %5.2f s later  errors %s" % (x["round"], x["scenario"], x["server"], r["messages_per_sec"], r["drain_s"], r["errors"] or 0))' "$(tail -1 "$results")"
     done
   done
 done
@@ -217,13 +233,15 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def agg(sc, server):
     rs = [x["r"] for x in rows if x["scenario"] == sc and x["server"] == server]
-    msgs = sum(r["messages"] for r in rs); secs = sum(r["seconds"] for r in rs)
+    # Delivered, not only accepted: the time to drain the queue into the Maildir counts.
+    msgs = sum(r["messages"] for r in rs); secs = sum(r["seconds"] + r.get("drain_s", 0) for r in rs)
     p99 = max(p["p99"] for r in rs for p in r["phases_ms"] if p["phase"] == "session")
     cpu = sum(r["cpu_s"] for r in rs)
     return {"mps": msgs / secs if secs else 0, "p99": p99, "cpu_per_1000": 1000 * cpu / msgs if msgs else 0,
             "rss_mb": max(r["peak_rss_kib"] for r in rs) / 1024, "errors": sum(sum(r["errors"].values()) for r in rs)}
 names = {"a": "a 64c TLS1.3 10KB", "b": "b 64c TLS1.2 10KB", "c": "c 64c TLS1.0 10KB", "d": "d 10 msgs/session"}
 print(f"\nMailgate vs Postfix, {sys.argv[3]} clients, {sys.argv[2]} s per run, same machine (2 cores shared with the load generator)")
+print("msgs/s = messages delivered into the Maildir / (load time + time to drain the queue); CPU includes that delivery work")
 print(f"{'scenario':<20} {'msgs/s M':>9} {'msgs/s P':>9} {'ratio':>6} {'p99 ms M':>9} {'p99 ms P':>9} {'ratio':>6} {'CPU s/1k M':>10} {'CPU s/1k P':>10} {'PSS MB M':>9} {'PSS MB P':>9} {'err M/P':>8}")
 for sc in "abcd":
     m, p = agg(sc, "mailgate"), agg(sc, "postfix")
