@@ -19,7 +19,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 pub mod ops;
@@ -82,10 +81,17 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// Content buffered in memory (as much as a usual 64 KiB write buffer) before it is
+/// written out on the blocking pool: a typical message (a scan, a report) is written,
+/// fsynced, renamed and its directory fsynced in a single hand-off at commit.
+const SPILL: usize = 64 * 1024;
+
 /// A message being received; dropped or aborted, it leaves nothing behind.
 pub struct SpoolWriter {
     id: String,
-    file: BufWriter<tokio::fs::File>,
+    /// Taken while a blocking write holds it; `None` only after an I/O error.
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
     guard: RemoveOnDrop,
     queue_dir: PathBuf,
     notify: mpsc::UnboundedSender<String>,
@@ -143,15 +149,19 @@ impl Spool {
     /// Starts a message: writes the envelope, then `prefix` (the Received header).
     pub async fn create(&self, envelope: &Envelope, prefix: &[u8]) -> io::Result<SpoolWriter> {
         let path = self.incoming.join(format!("{}.msg", envelope.id));
-        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await?;
+        let open = path.clone();
+        let file = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).create_new(true).open(open))
+            .await
+            .map_err(io::Error::other)??;
         let guard = RemoveOnDrop(Some(path));
-        let mut file = BufWriter::with_capacity(64 * 1024, file);
         let json = serde_json::to_string(envelope).map_err(io::Error::other)?;
-        file.write_all(format!("{MAGIC}\n{json}\n").as_bytes()).await?;
-        file.write_all(prefix).await?;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.extend_from_slice(format!("{MAGIC}\n{json}\n").as_bytes());
+        buf.extend_from_slice(prefix);
         Ok(SpoolWriter {
             id: envelope.id.clone(),
-            file,
+            file: Some(file),
+            buf,
             guard,
             queue_dir: self.queue.clone(),
             notify: self.notify.clone(),
@@ -278,25 +288,62 @@ impl SpoolWriter {
 
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.content_bytes += bytes.len() as u64;
-        self.file.write_all(bytes).await
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= SPILL {
+            self.spill().await?;
+        }
+        Ok(())
     }
 
-    /// Makes the message durable and queues it: fsync the file, rename it into the queue,
-    /// fsync the queue directory. After this returns Ok the client may be told `250`.
+    /// Writes the buffer out on the blocking pool.
+    async fn spill(&mut self) -> io::Result<()> {
+        use std::io::Write;
+        let mut file = self.file.take().ok_or_else(|| io::Error::other("spool file unusable after an earlier error"))?;
+        let buf = std::mem::take(&mut self.buf);
+        let (file, buf, result) = tokio::task::spawn_blocking(move || {
+            let r = file.write_all(&buf);
+            (file, buf, r)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        result?;
+        self.file = Some(file);
+        self.buf = buf;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Makes the message durable and queues it, in one hand-off to the blocking pool:
+    /// write what is buffered, fsync the file, rename it into the queue, fsync the queue
+    /// directory. After this returns Ok the client may be told `250`.
     pub async fn commit(mut self) -> io::Result<String> {
-        self.file.flush().await?;
-        self.file.get_ref().sync_all().await?;
+        use std::io::Write;
+        let mut file = self.file.take().ok_or_else(|| io::Error::other("spool file unusable after an earlier error"))?;
+        let buf = std::mem::take(&mut self.buf);
         let from = self.guard.0.clone().ok_or_else(|| io::Error::other("spool file already gone"))?;
         let to = self.queue_dir.join(format!("{}.msg", self.id));
-        tokio::fs::rename(&from, &to).await?;
-        self.guard.0 = None;
-        if let Err(e) = sync_dir(&self.queue_dir).await {
-            // The client will be told 451 and send again: this copy must not be delivered.
-            let _ = tokio::fs::remove_file(&to).await;
-            return Err(e);
+        let dir = self.queue_dir.clone();
+        let renamed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
+            file.write_all(&buf)?;
+            file.sync_all()?;
+            std::fs::rename(&from, &to)?;
+            if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
+                // The client will be told 451 and send again: this copy must not be delivered.
+                let _ = std::fs::remove_file(&to);
+                return Err(e);
+            }
+            Ok(true)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        match renamed {
+            Ok(_) => {
+                self.guard.0 = None;
+                let _ = self.notify.send(self.id.clone());
+                Ok(self.id)
+            }
+            Err(e) => Err(e),
         }
-        let _ = self.notify.send(self.id.clone());
-        Ok(self.id)
     }
 
 }
