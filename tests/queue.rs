@@ -51,6 +51,17 @@ async fn relay(port: u16, ca: Option<&Path>, clock: &TestClock, extra: &str) -> 
     TestServer::start_custom(&config, &["alice@contoso.test"], Some(clock.clock())).await
 }
 
+/// A relay whose smart host (verified, with AUTH) is down: the upstream was started, so
+/// its certificate and port exist, then stopped. `up.restart(None)` brings it back on the
+/// same port.
+async fn relay_to_a_stopped_upstream(clock: &TestClock) -> (TestServer, TestServer) {
+    let port = free_port();
+    let mut up = upstream(port).await;
+    up.stop().await;
+    let t = relay(port, Some(&up.cert_path), clock, "").await;
+    (t, up)
+}
+
 /// Submits one message as alice; returns its queue id.
 async fn submit(t: &TestServer, to: &str, subject: &str) -> String {
     let mut r = Raw::logged_in(t.starttls_addr(), &t.cert_pem, "alice@contoso.test").await;
@@ -99,12 +110,9 @@ fn body_of(file: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_follow_the_backoff_until_the_upstream_returns() {
-    let port = free_port();
-    let mut up = upstream(port).await;
-    let ca = up.cert_path.clone();
-    up.stop().await; // the upstream is down
     let clock = TestClock::at("2027-01-10");
-    let t = relay(port, Some(&ca), &clock, "").await;
+    let (t, up) = relay_to_a_stopped_upstream(&clock).await;
+    let port = t.server().config.smarthosts[0].port;
     let t0 = clock.now().timestamp();
     let id = submit(&t, "carol@remote.test", "retry").await;
     scan(&t).await;
@@ -186,12 +194,8 @@ async fn a_bad_certificate_keeps_the_message_queued_and_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_commands_act_on_a_running_server() {
-    let port = free_port();
-    let mut up = upstream(port).await;
-    let ca = up.cert_path.clone();
-    up.stop().await;
     let clock = TestClock::at("2027-01-10");
-    let t = relay(port, Some(&ca), &clock, "").await;
+    let (t, _up) = relay_to_a_stopped_upstream(&clock).await;
     let held = submit(&t, "carol@remote.test", "held").await;
     let returned = submit(&t, "carol@remote.test", "returned").await;
     scan(&t).await;
@@ -227,12 +231,8 @@ async fn queue_commands_act_on_a_running_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delay_warning_after_four_hours_then_expiry_after_five_days() {
-    let port = free_port();
-    let mut up = upstream(port).await;
-    let ca = up.cert_path.clone();
-    up.stop().await;
     let clock = TestClock::at("2027-01-10");
-    let t = relay(port, Some(&ca), &clock, "").await;
+    let (t, _up) = relay_to_a_stopped_upstream(&clock).await;
     let id = submit(&t, "carol@remote.test", "slow").await;
     scan(&t).await;
     clock.advance(4 * 3600);
