@@ -43,7 +43,8 @@ async fn assert_delivered(t: &TestServer, rcpt: &str, sent: &[u8], tls_version: 
     assert!(received.contains(&format!("(using {tls_version} with cipher ")), "{received}");
     assert!(received.contains("(authenticated sender: alice@contoso.test)"), "{received}");
     assert!(received.contains("with ESMTPSA id "), "{received}");
-    assert!(t.settled_spool().await.iter().all(|f| !f.to_string_lossy().ends_with(".msg")));
+    let spool = t.settled_spool().await;
+    assert!(spool.iter().all(|f| !f.to_string_lossy().ends_with(".msg")), "left in the spool: {spool:?}");
 }
 
 async fn smtplib(t: &TestServer, mode: &str, port: u16, file: &Path) -> Output {

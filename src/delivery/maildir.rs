@@ -268,6 +268,11 @@ impl Transaction for MaildirTransaction {
                 return Err(local_failure(e));
             }
         }
+        // A tokio file may still be finishing its last write: done before copies read it.
+        if let Err(e) = d.file.flush().await {
+            d.abort().await;
+            return Err(local_failure(e));
+        }
         let source = d.tmp_path.clone();
         self.open.push(d);
         for rcpt in &self.rcpts[1..] {

@@ -214,8 +214,10 @@ impl Spool {
     pub fn read_log(&self, id: &str) -> io::Result<String> {
         let mut text = String::new();
         for path in [self.queue.join(format!("{id}.done")), self.log_path(id)] {
-            match std::fs::read_to_string(&path) {
-                Ok(t) => text.push_str(&t),
+            // Bytes, not a string: a record torn inside a multi-byte character must not
+            // make the whole entry unreadable.
+            match std::fs::read(&path) {
+                Ok(t) => text.push_str(&String::from_utf8_lossy(&t)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -233,7 +235,9 @@ impl Spool {
         if !self.msg_path(id).exists() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no queued message {id}")));
         }
-        let text: String = records.iter().map(Record::line).collect();
+        // Each append starts on a new line, so a record torn by a crash never swallows the
+        // next one (the fold skips blank and unparsable lines).
+        let text: String = std::iter::once("\n".to_string()).chain(records.iter().map(Record::line)).collect();
         let path = self.log_path(id);
         let created = !path.exists();
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
@@ -247,8 +251,12 @@ impl Spool {
                 std::os::unix::fs::fchown(&f, Some(msg.uid()), Some(msg.gid()))?;
             }
         }
-        f.write_all(text.as_bytes())?;
-        f.sync_all()
+        let before = f.metadata()?.len();
+        if let Err(e) = f.write_all(text.as_bytes()).and_then(|()| f.sync_all()) {
+            let _ = f.set_len(before); // no half record left behind (ENOSPC)
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Takes the entry's lock (an exclusive `flock` on `<ID>.msg`) without waiting: the
@@ -326,7 +334,10 @@ impl SpoolWriter {
         let renamed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
             file.write_all(&buf)?;
             file.sync_all()?;
-            std::fs::rename(&from, &to)?;
+            // link + unlink, not rename: an id that somehow exists already in the queue
+            // is an error (451, the client retries), never an overwritten message.
+            std::fs::hard_link(&from, &to)?;
+            let _ = std::fs::remove_file(&from);
             if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
                 // The client will be told 451 and send again: this copy must not be delivered.
                 let _ = std::fs::remove_file(&to);
@@ -407,6 +418,24 @@ mod tests {
         let w = spool.create(&envelope(&id2), b"").await.unwrap();
         drop(w);
         assert_eq!(spool.incoming_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_torn_log_never_loses_the_next_record_nor_the_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let (spool, _rx) = Spool::open(t.path()).unwrap();
+        let id = spool.new_id();
+        let w = spool.create(&envelope(&id), b"").await.unwrap();
+        w.commit().await.unwrap();
+        // A crash tore a record in the middle of a multi-byte character.
+        let mut torn = br#"{"t":"deferred","rcpt":"b@x.test","at":1,"failure":{"kind":"temporary","reason":"451 caf"#.to_vec();
+        torn.push(0xC3);
+        std::fs::write(t.path().join(format!("queue/{id}.log")), &torn).unwrap();
+        let done = state::Record::Delivered { rcpt: "b@x.test".into(), at: 2, to: "maildir".into() };
+        spool.append(&id, &[done]).unwrap();
+        let log = spool.read_log(&id).expect("a torn character does not make the log unreadable");
+        let st = state::EntryState::new(&["b@x.test".to_string()], &log);
+        assert!(st.is_complete(), "the record after the torn line counts: {log:?}");
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use crate::dsn::{self, DsnInput, DsnKind, DsnRecipient};
 use crate::session::Clock;
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -49,6 +49,10 @@ pub struct QueueRunner {
     /// Entries whose delivery results could not be recorded: not attempted again until a
     /// restart, so that a log that cannot be written never causes endless redelivery.
     stuck: Mutex<HashSet<String>>,
+    /// Entry tasks past their start (holding the entry's lock and files): bounded.
+    entries: Arc<Semaphore>,
+    /// Set at shutdown: no transaction commits any more.
+    stopping: AtomicBool,
     finished: Notify,
     dsn_counter: AtomicU64,
 }
@@ -71,6 +75,8 @@ impl QueueRunner {
             per_destination: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashSet::new()),
             stuck: Mutex::new(HashSet::new()),
+            entries: Arc::new(Semaphore::new(4 * config.delivery.concurrency)),
+            stopping: AtomicBool::new(false),
             finished: Notify::new(),
             dsn_counter: AtomicU64::new(0),
             spool,
@@ -91,13 +97,14 @@ impl QueueRunner {
         mut control: mpsc::Receiver<ScanRequest>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        match self.targets.maildir.clean_stale_tmp() {
+        let maildir = self.targets.maildir.clone();
+        match tokio::task::spawn_blocking(move || maildir.clean_stale_tmp()).await.unwrap_or_else(|e| Err(io::Error::other(e))) {
             Ok(0) => {}
             Ok(n) => tracing::info!(files = n, "removed half-written Maildir files left by an interrupted earlier run"),
             Err(e) => tracing::warn!(error = %e, "cannot clean Maildir tmp/ folders"),
         }
         let mut tasks = JoinSet::new();
-        self.start_due(&mut tasks);
+        self.start_due(&mut tasks).await;
         // An interval, not a sleep restarted on every message: a steady flow of new mail
         // must not postpone retries.
         let mut tick = tokio::time::interval(Duration::from_secs(self.config.queue.retry_interval));
@@ -113,7 +120,7 @@ impl QueueRunner {
                 },
                 Some(reply) = control.recv() => {
                     // Wait for what this scan starts and for what was already running.
-                    let mut ids = self.start_due(&mut tasks);
+                    let mut ids = self.start_due(&mut tasks).await;
                     ids.extend(self.inflight.lock().unwrap().iter().cloned());
                     let me = self.clone();
                     tokio::spawn(async move {
@@ -121,17 +128,21 @@ impl QueueRunner {
                         let _ = reply.send(());
                     });
                 }
-                _ = tick.tick() => { self.start_due(&mut tasks); }
+                _ = tick.tick() => { self.start_due(&mut tasks).await; }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
             if *shutdown.borrow() {
                 break;
             }
         }
+        // From now on no transaction commits: those before their commit abort (nothing
+        // delivered, nothing recorded, retried at once at the next start); those already
+        // committing get the grace period to finish and record it.
+        self.stopping.store(true, Ordering::SeqCst);
         let grace = Duration::from_secs(self.config.queue.shutdown_grace);
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!(in_flight = tasks.len(), "deliveries still running at shutdown; cancelled, they will be retried at the next start");
+            tracing::warn!(in_flight = tasks.len(), "deliveries still committing at the end of the shutdown grace; cancelled (one of them may be delivered again after the restart)");
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
@@ -139,8 +150,9 @@ impl QueueRunner {
     }
 
     /// Starts a task for every entry that has something due now; returns their ids.
-    fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Vec<String> {
-        let ids = match self.spool.queued_ids() {
+    async fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Vec<String> {
+        let spool = self.spool.clone();
+        let ids = match tokio::task::spawn_blocking(move || spool.queued_ids()).await.unwrap_or_else(|e| Err(io::Error::other(e))) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list the queue");
@@ -157,9 +169,11 @@ impl QueueRunner {
         }
         let me = self.clone();
         tasks.spawn(async move {
+            // Leaves the in-flight set however the task ends (a panic included).
+            let _done = InFlight { runner: me.clone(), id: id.clone() };
+            // Bounded: a large backlog waits here without holding files open.
+            let _entry = me.entries.clone().acquire_owned().await;
             me.process(&id).await;
-            me.inflight.lock().unwrap().remove(&id);
-            me.finished.notify_waiters();
         });
         true
     }
@@ -195,13 +209,9 @@ impl QueueRunner {
         let addresses: Vec<String> = p.env.recipients.iter().map(|r| r.address.clone()).collect();
         let mut state = EntryState::new(&addresses, &p.log);
         if let Err(e) = self.advance(id, &p, &mut state).await {
-            self.stuck.lock().unwrap().insert(id.to_string());
-            tracing::error!(
-                queue_id = id,
-                error = %e,
-                "cannot record delivery results in the queue entry's log; the entry is left alone until mailgate restarts \
-                 (fix the spool's ownership or disk, then restart) so that no recipient gets the message again and again"
-            );
+            // A failure to record has already parked the entry (see `record`); anything
+            // else (a DSN that could not be queued, a removal) is tried again next scan.
+            tracing::error!(queue_id = id, error = %e, "queue entry not finished; will retry at the next scan");
         }
         drop(p.lock);
     }
@@ -230,8 +240,10 @@ impl QueueRunner {
         let all_delivered_now = fresh
             && records.len() == env.recipients.len()
             && records.iter().all(|r| matches!(r, Record::Delivered { .. }));
-        if all_delivered_now {
-            return self.finish(id).await;
+        // If the removal fails, the deliveries are recorded below, or the next scan would
+        // deliver again.
+        if all_delivered_now && self.finish(id).await.is_ok() {
+            return Ok(());
         }
         self.record(id, state, records).await?;
         let unbounced = state.unbounced();
@@ -267,7 +279,19 @@ impl QueueRunner {
             return Ok(());
         }
         let (spool, owned_id, recs) = (self.spool.clone(), id.to_string(), records.clone());
-        tokio::task::spawn_blocking(move || spool.append(&owned_id, &recs)).await.map_err(io::Error::other)??;
+        let appended = tokio::task::spawn_blocking(move || spool.append(&owned_id, &recs)).await.map_err(io::Error::other);
+        if let Err(e) = appended.and_then(|r| r) {
+            // Results that cannot be recorded must not be acted on again and again: the
+            // entry is left alone until a restart.
+            self.stuck.lock().unwrap().insert(id.to_string());
+            tracing::error!(
+                queue_id = id,
+                error = %e,
+                "cannot record delivery results in the queue entry's log; the entry is left alone until mailgate restarts \
+                 (fix the spool's ownership or disk, then restart) so that no recipient gets the message again and again"
+            );
+            return Err(e);
+        }
         for r in &records {
             state.apply(r);
         }
@@ -284,7 +308,7 @@ impl QueueRunner {
     fn is_due(&self, state: &EntryState, address: &str, now: i64) -> bool {
         match state.rcpts.iter().find(|(a, _)| a == address).map(|(_, s)| s) {
             Some(RcptStatus::Pending { attempts, last_attempt: Some(at), .. }) => {
-                state.retry_requested || at + self.backoff.delay(*attempts) as i64 <= now
+                state.retry_requested || at.saturating_add(self.backoff.delay(*attempts) as i64) <= now
             }
             Some(RcptStatus::Pending { last_attempt: None, .. }) => true,
             _ => false,
@@ -321,6 +345,9 @@ impl QueueRunner {
             let _permit = self.global.clone().acquire_owned().await;
             let results = self.transaction(target.as_ref(), &info, &rcpts, id, offset).await;
             for (rcpt, result) in rcpts.into_iter().zip(results) {
+                if matches!(&result, Err(f) if f.reason == SHUTTING_DOWN) {
+                    continue; // not an attempt: retried at once after the restart
+                }
                 records.push(self.outcome(id, &key, rcpt, result, now));
             }
         }
@@ -363,6 +390,10 @@ impl QueueRunner {
         } else {
             let sent = tx.body_from_file(&self.spool.msg_path(id), offset).await;
             let committed = match sent {
+                Ok(()) if self.stopping.load(Ordering::SeqCst) => {
+                    tx.abort().await;
+                    vec![Err(Failure::temporary(SHUTTING_DOWN)); accepted.len()]
+                }
                 Ok(()) => tx.commit().await,
                 Err(f) => {
                     tx.abort().await;
@@ -522,4 +553,20 @@ fn prepare(spool: &Spool, id: &str) -> io::Result<Option<Prepared>> {
     };
     let log = spool.read_log(id)?;
     Ok(Some(Prepared { lock, env, offset, log, size: size.saturating_sub(offset) }))
+}
+
+/// The reason given to transactions cancelled before their commit by a shutdown.
+const SHUTTING_DOWN: &str = "mailgate is shutting down; delivery resumes after the restart";
+
+/// Removes an entry from the in-flight set when its task ends, however it ends.
+struct InFlight {
+    runner: Arc<QueueRunner>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.runner.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        self.runner.finished.notify_waiters();
+    }
 }

@@ -136,7 +136,6 @@ impl EntryState {
                         *bounced = true;
                     }
                 }
-                self.bounce_requested = false;
             }
             Record::Warned { .. } => self.warned = true,
             Record::Hold { .. } => self.held = true,
@@ -176,7 +175,7 @@ impl EntryState {
             .pending()
             .map(|(_, s)| match s {
                 RcptStatus::Pending { attempts, last_attempt: Some(at), .. } if !self.retry_requested => {
-                    at + policy.delay(*attempts) as i64
+                    at.saturating_add(policy.delay(*attempts) as i64)
                 }
                 _ => i64::MIN,
             })
@@ -295,6 +294,32 @@ mod tests {
         st.apply(&Record::Bounced { rcpts: vec!["a@x.test".into()], at: 800, dsn: Some("DSN1".into()) });
         st.apply(&Record::Delivered { rcpt: "b@y.test".into(), at: 900, to: "smarthost:up".into() });
         assert!(st.is_complete());
+    }
+
+    #[test]
+    fn a_bounce_requested_during_an_attempt_survives_its_records() {
+        let t = Failure::temporary("451 later");
+        let p = Failure::permanent("550 no");
+        // The runner read the log, then the operator asked for a bounce, then the runner
+        // wrote the attempt's records.
+        let log = [
+            Record::Bounce { at: 10 },
+            Record::Failed { rcpt: "a@x.test".into(), at: 11, failure: p },
+            Record::Deferred { rcpt: "b@y.test".into(), at: 11, failure: t },
+            Record::Bounced { rcpts: vec!["a@x.test".into()], at: 11, dsn: None },
+        ]
+        .iter()
+        .map(Record::line)
+        .collect::<String>();
+        let st = EntryState::new(&rcpts(), &log);
+        assert!(st.bounce_requested, "b@y.test is still to be bounced");
+    }
+
+    #[test]
+    fn absurd_timestamps_do_not_overflow() {
+        let log = Record::Deferred { rcpt: "a@x.test".into(), at: i64::MAX, failure: Failure::temporary("x") }.line();
+        let st = EntryState::new(&rcpts()[..1], &log);
+        assert_eq!(st.next_attempt(&Backoff { min: 300, max: 3600 }), Some(i64::MAX));
     }
 
     #[test]

@@ -230,7 +230,8 @@ key = "key.pem"
             let files = self.spool_files();
             let pending_local = files.iter().any(|f| {
                 f.extension().is_some_and(|e| e == "msg")
-                    && std::fs::read_to_string(f).map(|s| s.contains("\"route\":\"local\"")).unwrap_or(false)
+                    // A file removed between the listing and this read: look again.
+                    && std::fs::read_to_string(f).map(|s| s.contains("\"route\":\"local\"")).unwrap_or(true)
             });
             if !pending_local || tokio::time::Instant::now() > deadline {
                 return files;
