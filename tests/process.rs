@@ -704,6 +704,14 @@ fn cli_administration_and_errors() {
     std::fs::write(&bad, CONFIG.replacen("tls_mode = \"implicit\"", "tls_mode = \"implicit\"\ntls_versions = [\"1.2\", \"2.0\"]", 1)).unwrap();
     let out = run_cli(&bad, &["check-config"], None);
     assert_one_line_error("check-config (TLS 2.0)", &out, &["endpoint[1].tls_versions[1]"]);
+    // A smart host whose secret file is missing: named, the secret never printed.
+    std::fs::write(&bad, format!("{CONFIG}\n[[smarthost]]\nname = \"up\"\naddress = \"relay.example.net:587\"\nusername = \"u\"\npassword_file = \"missing.pass\"\n")).unwrap();
+    let out = run_cli(&bad, &["check-config"], None);
+    assert_one_line_error("check-config (missing secret)", &out, &["smart host up", "cannot read secret file", "missing.pass"]);
+    std::fs::write(env.path("missing.pass"), "s3cret-value\n").unwrap();
+    let out = run_cli(&bad, &["check-config"], None);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 smart host(s)"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"));
     // An unknown key: the message names it (the TOML parser's message spans several lines).
     std::fs::write(&bad, format!("bogus_key = 1\n{CONFIG}")).unwrap();
     let out = run_cli(&bad, &["check-config"], None);

@@ -308,8 +308,18 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     crate::tls::rustls_config(&config.certificates).context("TLS (rustls)")?;
     crate::tls::legacy::openssl_acceptor(&config.certificates).context("OpenSSL (legacy TLS)")?;
+    for s in &config.smarthosts {
+        crate::delivery::smarthost::check_offline(s).map_err(|e| anyhow::anyhow!("smart host {}: {e}", s.name))?;
+    }
+    if let Some(tokens) = &config.smtp.xoauth2_tokens_file {
+        std::fs::read(tokens).with_context(|| format!("smtp.xoauth2_tokens_file {}", tokens.display()))?;
+    }
+    let smarthosts = match config.smarthosts.len() {
+        0 => String::new(),
+        n => format!(", {n} smart host(s)"),
+    };
     println!(
-        "{}: OK ({} endpoint(s), {} certificate(s), data_dir {})",
+        "{}: OK ({} endpoint(s), {} certificate(s){smarthosts}, data_dir {})",
         path.display(),
         config.endpoints.len(),
         config.certificates.len(),

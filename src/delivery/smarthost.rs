@@ -517,6 +517,30 @@ pub(crate) fn system_roots() -> Result<Arc<RootCertStore>, String> {
         .clone()
 }
 
+/// What can be checked of a smart host without connecting: its `ca_file` parses and holds
+/// certificates, and its secrets (password, OAuth2 client secret, refresh token) can be
+/// read. For `mailgate check-config`; the error names the file or variable, never a value.
+pub fn check_offline(config: &Smarthost) -> Result<(), String> {
+    if let Some(ca) = &config.ca_file {
+        load_ca_file(ca)?;
+    }
+    let secrets = match &config.auth {
+        SmarthostAuth::None => vec![],
+        SmarthostAuth::Password { password, .. } => vec![password],
+        SmarthostAuth::Xoauth2 { oauth2, .. } => {
+            let mut v: Vec<&crate::config::Secret> = oauth2.client_secret.iter().collect();
+            if let crate::config::OAuth2Grant::RefreshToken(r) = &oauth2.grant {
+                v.push(r);
+            }
+            v
+        }
+    };
+    for secret in secrets {
+        secret.read()?;
+    }
+    Ok(())
+}
+
 /// The CA certificates of a PEM file, read at each connection (so a renewed CA needs no restart).
 fn load_ca_file(path: &Path) -> Result<Arc<RootCertStore>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
