@@ -59,6 +59,10 @@ pub enum OAuth2Grant {
     ClientCredentials,
     /// `grant_type=refresh_token` with a long-lived refresh token (Google, delegated access).
     RefreshToken(Secret),
+    /// RFC 7523 JWT bearer grant with a Google service account key (JSON, with
+    /// `client_email` and `private_key`), acting for `subject` through domain-wide
+    /// delegation (Google Workspace, app-only access).
+    JwtBearer { key: Secret, subject: String },
 }
 
 /// Where and how the access token for XOAUTH2 is obtained.
@@ -207,6 +211,7 @@ fn default_tls() -> SmarthostTls {
 #[serde(deny_unknown_fields)]
 struct RawOAuth2 {
     token_url: String,
+    #[serde(default)]
     client_id: String,
     client_secret_file: Option<PathBuf>,
     client_secret_env: Option<String>,
@@ -216,6 +221,9 @@ struct RawOAuth2 {
     refresh_token_file: Option<PathBuf>,
     refresh_token_env: Option<String>,
     refresh_token: Option<toml::Value>,
+    service_account_key_file: Option<PathBuf>,
+    service_account_key_env: Option<String>,
+    service_account_key: Option<toml::Value>,
 }
 
 impl Validator<'_> {
@@ -266,7 +274,7 @@ impl Validator<'_> {
         };
         let password = self.secret(&format!("{key}.password"), s.password_file, s.password_env, s.password, base)?;
         let oauth2 = match s.oauth2 {
-            Some(o) => Some(self.oauth2(&format!("{key}.oauth2"), o, base)?),
+            Some(o) => Some(self.oauth2(&format!("{key}.oauth2"), o, s.username.as_deref().unwrap_or(""), base)?),
             None => None,
         };
         let mode = s.auth.clone().unwrap_or_else(|| {
@@ -311,12 +319,13 @@ impl Validator<'_> {
         })
     }
 
-    fn oauth2(&self, key: &str, o: RawOAuth2, base: &Path) -> Result<OAuth2, ConfigError> {
+    fn oauth2(&self, key: &str, o: RawOAuth2, username: &str, base: &Path) -> Result<OAuth2, ConfigError> {
         if !(o.token_url.starts_with("https://") || is_loopback_http(&o.token_url)) {
             return Err(self.err(format!("{key}.token_url"), "must be an https:// URL (http:// only on loopback, for tests)"));
         }
-        if o.client_id.is_empty() {
-            return Err(self.err(format!("{key}.client_id"), "must not be empty"));
+        let sa_key = self.secret(&format!("{key}.service_account_key"), o.service_account_key_file, o.service_account_key_env, o.service_account_key, base)?;
+        if o.client_id.is_empty() && o.grant.as_deref() != Some("jwt_bearer") {
+            return Err(self.err(format!("{key}.client_id"), "is required (except with grant = \"jwt_bearer\")"));
         }
         let client_secret = self.secret(&format!("{key}.client_secret"), o.client_secret_file, o.client_secret_env, o.client_secret, base)?;
         let refresh = self.secret(&format!("{key}.refresh_token"), o.refresh_token_file, o.refresh_token_env, o.refresh_token, base)?;
@@ -330,7 +339,13 @@ impl Validator<'_> {
             "refresh_token" => OAuth2Grant::RefreshToken(refresh.ok_or_else(|| {
                 self.err(format!("{key}.refresh_token_file"), "the refresh_token grant needs refresh_token_file or refresh_token_env")
             })?),
-            other => return Err(self.err(format!("{key}.grant"), format!("{other:?}: expected \"client_credentials\" or \"refresh_token\""))),
+            "jwt_bearer" => OAuth2Grant::JwtBearer {
+                key: sa_key.ok_or_else(|| {
+                    self.err(format!("{key}.service_account_key_file"), "the jwt_bearer grant needs the service account's JSON key: service_account_key_file or service_account_key_env")
+                })?,
+                subject: username.to_string(),
+            },
+            other => return Err(self.err(format!("{key}.grant"), format!("{other:?}: expected \"client_credentials\", \"refresh_token\" or \"jwt_bearer\""))),
         };
         Ok(OAuth2 { token_url: o.token_url, client_id: o.client_id, client_secret, scope: o.scope, grant })
     }
@@ -473,6 +488,20 @@ mod tests {
         assert_eq!(up.auth, SmarthostAuth::Password { username: "u".into(), password: Secret::File("/etc/mg/pw".into()) });
         let o = &c.smarthosts[1];
         assert!(matches!(&o.auth, SmarthostAuth::Xoauth2 { oauth2, .. } if oauth2.grant == OAuth2Grant::ClientCredentials));
+    }
+
+    #[test]
+    fn google_service_account_grant() {
+        let c = load(
+            "[[smarthost]]\nname = \"gmail\"\naddress = \"smtp.gmail.com:587\"\nusername = \"scanner@example.com\"\n\
+             [smarthost.oauth2]\ntoken_url = \"https://oauth2.googleapis.com/token\"\ngrant = \"jwt_bearer\"\n\
+             service_account_key_file = \"sa.json\"\nscope = \"https://mail.google.com/\"\n",
+        )
+        .unwrap();
+        let SmarthostAuth::Xoauth2 { oauth2, .. } = &c.smarthosts[0].auth else { panic!("xoauth2") };
+        assert_eq!(oauth2.grant, OAuth2Grant::JwtBearer { key: Secret::File("/etc/mg/sa.json".into()), subject: "scanner@example.com".into() });
+        let e = load("[[smarthost]]\nname = \"g\"\naddress = \"h:587\"\nusername = \"u\"\n[smarthost.oauth2]\ntoken_url = \"https://t\"\ngrant = \"jwt_bearer\"\n").unwrap_err();
+        assert!(e.contains("smarthost[0].oauth2.service_account_key_file"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,11 @@
 //!   `grant_type=client_credentials&client_id=..&client_secret=..&scope=..`
 //!   (e.g. `scope=https://outlook.office365.com/.default`);
 //! * `refresh_token` (§6), Google's shape for a delegated mailbox:
-//!   `grant_type=refresh_token&refresh_token=..&client_id=..[&client_secret=..][&scope=..]`.
+//!   `grant_type=refresh_token&refresh_token=..&client_id=..[&client_secret=..][&scope=..]`;
+//! * `jwt_bearer` (RFC 7523 §2.1), Google's service-account shape (domain-wide delegation):
+//!   `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>`, the JWT
+//!   signed RS256 with the service account's key, `iss` its `client_email`, `sub` the
+//!   mailbox, `aud` the token URL, valid one hour.
 //!
 //! The request is an `application/x-www-form-urlencoded` POST (§4.4.2, §6); the answer is
 //! JSON with `access_token`, `expires_in` and `token_type` (§5.1) or `error` and
@@ -110,7 +114,7 @@ impl TokenSource {
     async fn fetch(&self) -> Result<TokenResponse, Failure> {
         let url = &self.config.token_url;
         let http = self.http.as_ref().map_err(|e| Failure::temporary(format!("cannot fetch an OAuth2 token from {url}: {e}")))?;
-        let form = form(&self.config).map_err(|e| Failure::temporary(format!("cannot fetch an OAuth2 token from {url}: {e}")))?;
+        let form = form(&self.config, (self.clock)()).map_err(|e| Failure::temporary(format!("cannot fetch an OAuth2 token from {url}: {e}")))?;
         let mut response = http.post(url).form(&form).send().await.map_err(|e| {
             Failure::temporary(format!("cannot reach the OAuth2 token endpoint {url}: {}", error_chain(&e.without_url())))
         })?;
@@ -144,9 +148,14 @@ fn http_client() -> Result<reqwest::Client, String> {
 }
 
 /// The form fields of the token request; secrets are read now.
-fn form(config: &OAuth2) -> Result<Vec<(&'static str, String)>, String> {
+fn form(config: &OAuth2, now: DateTime<Utc>) -> Result<Vec<(&'static str, String)>, String> {
     let mut fields = Vec::new();
     match &config.grant {
+        OAuth2Grant::JwtBearer { key, subject } => {
+            fields.push(("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string()));
+            fields.push(("assertion", jwt_assertion(&key.read()?, subject, config, now)?));
+            return Ok(fields);
+        }
         OAuth2Grant::ClientCredentials => fields.push(("grant_type", "client_credentials".to_string())),
         OAuth2Grant::RefreshToken(secret) => {
             fields.push(("grant_type", "refresh_token".to_string()));
@@ -161,6 +170,39 @@ fn form(config: &OAuth2) -> Result<Vec<(&'static str, String)>, String> {
         fields.push(("scope", scope.clone()));
     }
     Ok(fields)
+}
+
+/// A Google service account's JSON key (the fields used here).
+#[derive(serde::Deserialize)]
+struct ServiceAccountKey {
+    client_email: String,
+    private_key: String,
+}
+
+/// The RS256-signed JWT of the jwt_bearer grant (RFC 7523 §3, Google's claims).
+fn jwt_assertion(key_json: &str, subject: &str, config: &OAuth2, now: DateTime<Utc>) -> Result<String, String> {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let key: ServiceAccountKey =
+        serde_json::from_str(key_json).map_err(|e| format!("the service account key is not a Google JSON key: {e}"))?;
+    let pkey = openssl::pkey::PKey::private_key_from_pem(key.private_key.as_bytes())
+        .map_err(|_| "the service account key's private_key is not a PEM private key".to_string())?;
+    let iat = now.timestamp();
+    let mut claims = serde_json::json!({"iss": key.client_email, "aud": config.token_url, "iat": iat, "exp": iat + 3600});
+    if !subject.is_empty() {
+        claims["sub"] = subject.into();
+    }
+    if let Some(scope) = &config.scope {
+        claims["scope"] = scope.as_str().into();
+    }
+    let signing_input = format!("{}.{}", b64(br#"{"alg":"RS256","typ":"JWT"}"#), b64(claims.to_string().as_bytes()));
+    let sign = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &pkey)?;
+        signer.update(signing_input.as_bytes())?;
+        signer.sign_to_vec()
+    };
+    let signature = sign().map_err(|e| format!("cannot sign the JWT with the service account key: {e}"))?;
+    Ok(format!("{signing_input}.{}", b64(&signature)))
 }
 
 /// What a successful token response carries.
@@ -286,6 +328,46 @@ mod tests {
     }
 
     #[test]
+    fn google_service_account_jwt_is_signed_and_carries_the_claims() {
+        use base64::Engine;
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let pkey = openssl::pkey::PKey::from_rsa(rsa).unwrap();
+        let pem = String::from_utf8(pkey.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("sa.json");
+        let json = serde_json::json!({"type": "service_account", "client_email": "mailgate@proj.iam.gserviceaccount.com", "private_key": pem});
+        std::fs::write(&key_file, json.to_string()).unwrap();
+        let cfg = OAuth2 {
+            token_url: "https://oauth2.googleapis.com/token".into(),
+            client_id: String::new(),
+            client_secret: None,
+            scope: Some("https://mail.google.com/".into()),
+            grant: OAuth2Grant::JwtBearer { key: Secret::File(key_file), subject: "scanner@example.com".into() },
+        };
+        let f = form(&cfg, t0()).unwrap();
+        assert_eq!(f[0], ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".to_string()));
+        assert_eq!(f.len(), 2, "no client_id or secret: {f:?}");
+        let jwt = &f[1].1;
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let dec = |p: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).unwrap();
+        let header: serde_json::Value = serde_json::from_slice(&dec(parts[0])).unwrap();
+        assert_eq!(header["alg"], "RS256");
+        let claims: serde_json::Value = serde_json::from_slice(&dec(parts[1])).unwrap();
+        assert_eq!(claims["iss"], "mailgate@proj.iam.gserviceaccount.com");
+        assert_eq!(claims["sub"], "scanner@example.com");
+        assert_eq!(claims["aud"], "https://oauth2.googleapis.com/token");
+        assert_eq!(claims["scope"], "https://mail.google.com/");
+        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
+        assert_eq!(claims["iat"].as_i64().unwrap(), t0().timestamp());
+        let mut verifier = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &pkey).unwrap();
+        verifier.update(format!("{}.{}", parts[0], parts[1]).as_bytes()).unwrap();
+        assert!(verifier.verify(&dec(parts[2])).unwrap(), "the signature verifies with the service account's public key");
+        std::fs::write(dir.path().join("sa.json"), "{}").unwrap();
+        assert!(form(&cfg, t0()).unwrap_err().contains("not a Google JSON key"));
+    }
+
+    #[test]
     fn forms_for_microsoft_and_google() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
@@ -299,7 +381,7 @@ mod tests {
             scope: Some("https://outlook.office365.com/.default".into()),
             grant: OAuth2Grant::ClientCredentials,
         };
-        let f = form(&cfg).unwrap();
+        let f = form(&cfg, t0()).unwrap();
         assert_eq!(
             f,
             vec![
@@ -311,10 +393,10 @@ mod tests {
         );
         cfg.grant = OAuth2Grant::RefreshToken(Secret::File(refresh));
         cfg.scope = None;
-        let f = form(&cfg).unwrap();
+        let f = form(&cfg, t0()).unwrap();
         assert_eq!(f[..3], [("grant_type", "refresh_token".to_string()), ("refresh_token", "1//refresh".into()), ("client_id", "app".into())]);
         cfg.client_secret = Some(Secret::File(dir.path().join("missing")));
-        let e = form(&cfg).unwrap_err();
+        let e = form(&cfg, t0()).unwrap_err();
         assert!(e.contains("missing") && !e.contains("1//refresh"), "{e}");
     }
 

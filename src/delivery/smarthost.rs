@@ -529,8 +529,10 @@ pub fn check_offline(config: &Smarthost) -> Result<(), String> {
         SmarthostAuth::Password { password, .. } => vec![password],
         SmarthostAuth::Xoauth2 { oauth2, .. } => {
             let mut v: Vec<&crate::config::Secret> = oauth2.client_secret.iter().collect();
-            if let crate::config::OAuth2Grant::RefreshToken(r) = &oauth2.grant {
-                v.push(r);
+            match &oauth2.grant {
+                crate::config::OAuth2Grant::RefreshToken(r) => v.push(r),
+                crate::config::OAuth2Grant::JwtBearer { key, .. } => v.push(key),
+                crate::config::OAuth2Grant::ClientCredentials => {}
             }
             v
         }
