@@ -33,7 +33,10 @@ pub fn mail_from(f: MailFacts<'_>) -> Result<(), Reply> {
     let Some(user) = f.authenticated else {
         return Err(Reply::auth_required());
     };
-    if f.from.eq_ignore_ascii_case(user) {
+    // The null reverse-path names nobody, so it impersonates nobody; RFC 5321 §4.5.5
+    // requires it for delivery status notifications, which a gateway relaying through
+    // this one (another Mailgate using it as its smart host) must be able to send.
+    if f.from.is_empty() || f.from.eq_ignore_ascii_case(user) {
         Ok(())
     } else {
         Err(Reply::send_as_denied(f.from, user))
@@ -55,9 +58,12 @@ pub enum Route {
 /// A remote recipient is accepted only when the sender's tenant has a smart host to relay
 /// through (`can_relay`); otherwise it is refused now, with a reason, instead of queueing
 /// a message that could never leave.
-pub fn recipient(address: &str, domain_tenant: Option<&str>, user_exists: bool, can_relay: bool) -> Result<Route, Reply> {
+///
+/// A tenant whose mailboxes live upstream (`local = "smarthost"`) takes any address in its
+/// domains: the upstream knows its mailboxes, and refuses an unknown one itself.
+pub fn recipient(address: &str, domain_tenant: Option<&str>, user_exists: bool, can_relay: bool, mailboxes_upstream: bool) -> Result<Route, Reply> {
     match domain_tenant {
-        Some(tenant) if user_exists => Ok(Route::Local { tenant: tenant.to_string() }),
+        Some(tenant) if user_exists || mailboxes_upstream => Ok(Route::Local { tenant: tenant.to_string() }),
         Some(_) => Err(Reply::unknown_user(address)),
         None if can_relay => Ok(Route::Relay),
         None => Err(Reply::no_relay(address)),
@@ -457,7 +463,7 @@ mod tests {
             (true, None, "a@x.test", Some((530, "Authentication required"))),
             (true, Some("a@x.test"), "A@X.TEST", None),
             (true, Some("a@x.test"), "b@x.test", Some((550, "may only send as"))),
-            (true, Some("a@x.test"), "", Some((550, "may only send as"))),
+            (true, Some("a@x.test"), "", None),
         ];
         for (tls, auth, from, want) in cases {
             let got = mail_from(MailFacts { tls_active: tls, authenticated: auth, from });
@@ -474,11 +480,12 @@ mod tests {
 
     #[test]
     fn recipient_table() {
-        assert_eq!(recipient("a@x.test", Some("t"), true, false), Ok(Route::Local { tenant: "t".into() }));
-        assert_eq!(recipient("b@x.test", Some("t"), false, true).unwrap_err().code, 550);
-        assert_eq!(recipient("b@x.test", Some("t"), false, true).unwrap_err().enhanced.unwrap().to_string(), "5.1.1");
-        assert_eq!(recipient("c@y.test", None, false, true), Ok(Route::Relay));
-        let refused = recipient("c@y.test", None, false, false).unwrap_err();
+        assert_eq!(recipient("a@x.test", Some("t"), true, false, false), Ok(Route::Local { tenant: "t".into() }));
+        assert_eq!(recipient("b@x.test", Some("t"), false, true, false).unwrap_err().code, 550);
+        assert_eq!(recipient("b@x.test", Some("t"), false, true, false).unwrap_err().enhanced.unwrap().to_string(), "5.1.1");
+        assert_eq!(recipient("c@y.test", None, false, true, false), Ok(Route::Relay));
+        let refused = recipient("c@y.test", None, false, false, false).unwrap_err();
+        assert_eq!(recipient("anyone@x.test", Some("t"), false, false, true), Ok(Route::Local { tenant: "t".into() }), "mailboxes upstream");
         assert_eq!((refused.code, refused.enhanced.unwrap().to_string()), (550, "5.7.1".to_string()));
     }
 }

@@ -419,3 +419,26 @@ async fn a_failed_message_from_the_null_sender_is_not_bounced() {
     assert!(spool.queued_ids().unwrap().is_empty(), "and no DSN about it was queued");
     assert!(t.all_mail_files().is_empty(), "nothing delivered anywhere");
 }
+
+/// A tenant whose mailboxes live upstream (`local = "smarthost"`, the Exchange Online
+/// deployment): an address of its own domain that Mailgate's directory does not know is
+/// accepted and relayed, and arrives in the upstream's mailbox; one the upstream does not
+/// know comes back to the sender as a DSN (through the same smart host: the sender's
+/// mailbox lives upstream too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_with_mailboxes_upstream_relays_its_own_domain() {
+    let port = free_port();
+    let up = upstream(port).await;
+    up.server().directory.add_user("carol@contoso.test", "carol-password-1", true).await.unwrap();
+    let clock = TestClock::at("2027-01-10");
+    let t = relay(port, Some(&up.cert_path), &clock, "[[delivery.tenant]]\nname = \"contoso\"\nlocal = \"smarthost\"\n").await;
+    assert!(t.server().directory.user("carol@contoso.test").await.unwrap().is_none(), "carol is not a Mailgate user");
+    submit(&t, "carol@contoso.test", "upstream-mailbox").await;
+    let got = up.wait_for_mail("carol@contoso.test", 1).await;
+    assert!(body_of(&got[0]).contains("Subject: upstream-mailbox"));
+    submit(&t, "nobody@contoso.test", "no-such-mailbox").await;
+    let dsn = up.wait_for_mail("alice@contoso.test", 1).await;
+    let text = body_of(&dsn[0]);
+    assert!(text.contains("Final-Recipient: rfc822; nobody@contoso.test") && text.contains("550 5.1.1"), "{text}");
+    assert!(t.mailbox("alice@contoso.test").is_empty() && t.mailbox("carol@contoso.test").is_empty(), "nothing stored locally");
+}

@@ -125,6 +125,10 @@ pub enum LocalDelivery {
     Maildir,
     /// To an LMTP server (RFC 2033), e.g. Dovecot's `lmtp` service.
     Lmtp(LmtpAddress),
+    /// The tenant's mailboxes live upstream (Exchange Online, Google Workspace): every
+    /// address in its domains is relayed through its smart host, and the upstream decides
+    /// whether the mailbox exists (an unknown one comes back as a DSN).
+    Smarthost,
 }
 
 /// Per-tenant overrides of `[delivery]`.
@@ -371,6 +375,17 @@ impl Validator<'_> {
                 return Err(self.err(format!("{key}.name"), format!("tenant {:?} is listed twice", t.name)));
             }
         }
+        let upstream_without_relay = |local: &Option<LocalDelivery>, smarthost: &Option<String>| {
+            local.as_ref() == Some(&LocalDelivery::Smarthost) && smarthost.is_none() && raw.smarthost.is_none()
+        };
+        if upstream_without_relay(&Some(local.clone()), &None) {
+            return Err(self.err("delivery.local", "local = \"smarthost\" needs delivery.smarthost"));
+        }
+        for (name, t) in &tenants {
+            if upstream_without_relay(&t.local, &t.smarthost) {
+                return Err(self.err("delivery.tenant", format!("tenant {name:?}: local = \"smarthost\" needs a smart host (its own or delivery.smarthost)")));
+            }
+        }
         let concurrency = raw.concurrency.unwrap_or(d.concurrency);
         let per_dest = raw.destination_concurrency.unwrap_or(d.destination_concurrency);
         if !(1..=1000).contains(&concurrency) {
@@ -405,9 +420,10 @@ impl Validator<'_> {
             (None, Some(a)) if lmtp.is_some() => Ok(Some(LocalDelivery::Lmtp(a))),
             (None, _) => Ok(None),
             (Some("maildir"), _) => Ok(Some(LocalDelivery::Maildir)),
+            (Some("smarthost"), _) => Ok(Some(LocalDelivery::Smarthost)),
             (Some("lmtp"), Some(a)) => Ok(Some(LocalDelivery::Lmtp(a))),
             (Some("lmtp"), None) => Err(self.err(format!("{key}.lmtp"), "local = \"lmtp\" needs the LMTP server's address")),
-            (Some(other), _) => Err(self.err(format!("{key}.local"), format!("{other:?}: expected \"maildir\" or \"lmtp\""))),
+            (Some(other), _) => Err(self.err(format!("{key}.local"), format!("{other:?}: expected \"maildir\", \"lmtp\" or \"smarthost\""))),
         }
     }
 }
@@ -483,6 +499,10 @@ mod tests {
         assert_eq!(c.smarthost_for("contoso").unwrap().name, "o365");
         assert_eq!(c.local_delivery("fabrikam"), &LocalDelivery::Maildir);
         assert_eq!(c.local_delivery("contoso"), &LocalDelivery::Lmtp(LmtpAddress::Unix("/etc/mg/lmtp.sock".into())));
+        let upstream = load("[delivery]\n[[delivery.tenant]]\nname = \"contoso\"\nlocal = \"smarthost\"\nsmarthost = \"o365\"\n[[smarthost]]\nname = \"o365\"\naddress = \"smtp.office365.com:587\"\n").unwrap();
+        assert_eq!(upstream.local_delivery("contoso"), &LocalDelivery::Smarthost);
+        let e = load("[delivery]\n[[delivery.tenant]]\nname = \"contoso\"\nlocal = \"smarthost\"\n").unwrap_err();
+        assert!(e.contains("needs a smart host"), "{e}");
         let up = c.smarthost_for("x").unwrap();
         assert_eq!((up.host.as_str(), up.port, up.tls), ("relay.example.net", 587, SmarthostTls::Starttls));
         assert_eq!(up.auth, SmarthostAuth::Password { username: "u".into(), password: Secret::File("/etc/mg/pw".into()) });

@@ -419,6 +419,7 @@ impl QueueRunner {
         match &r.route {
             RecipientRoute::Local { tenant } => Ok(match self.config.local_delivery(tenant) {
                 LocalDelivery::Maildir => self.targets.maildir.clone(),
+                LocalDelivery::Smarthost => return self.smarthost_target(tenant),
                 LocalDelivery::Lmtp(address) => {
                     let mut map = self.targets.lmtp.lock().unwrap();
                     map.entry(address.to_string())
@@ -426,16 +427,18 @@ impl QueueRunner {
                         .clone()
                 }
             }),
-            RecipientRoute::Relay => {
-                let name = self.config.smarthost_for(&env.tenant).map(|s| s.name.clone());
-                match name.and_then(|n| self.targets.smarthosts.get(&n).cloned()) {
-                    Some(t) => Ok(t),
-                    None => Err(Failure::permanent(format!(
-                        "no smart host is configured for tenant {:?}, so remote recipients cannot be delivered",
-                        env.tenant
-                    ))),
-                }
-            }
+            RecipientRoute::Relay => self.smarthost_target(&env.tenant),
+        }
+    }
+
+    /// The smart host that relays for `tenant`.
+    fn smarthost_target(&self, tenant: &str) -> Result<Arc<dyn Target>, Failure> {
+        let name = self.config.smarthost_for(tenant).map(|s| s.name.clone());
+        match name.and_then(|n| self.targets.smarthosts.get(&n).cloned()) {
+            Some(t) => Ok(t),
+            None => Err(Failure::permanent(format!(
+                "no smart host is configured for tenant {tenant:?}, so remote recipients cannot be delivered"
+            ))),
         }
     }
 

@@ -94,8 +94,10 @@ impl Session {
         };
         match lookup.await {
             Ok((tenant, exists)) => {
-                let can_relay = self.user.as_ref().is_some_and(|u| self.ctx.config.smarthost_for(&u.tenant).is_some());
-                policy::recipient(address, tenant.as_deref(), exists, can_relay)
+                let config = &self.ctx.config;
+                let can_relay = self.user.as_ref().is_some_and(|u| config.smarthost_for(&u.tenant).is_some());
+                let upstream = tenant.as_deref().is_some_and(|t| *config.local_delivery(t) == crate::config::LocalDelivery::Smarthost);
+                policy::recipient(address, tenant.as_deref(), exists, can_relay, upstream)
             }
             Err(e) => {
                 tracing::error!(error = %e, "directory error during RCPT");
