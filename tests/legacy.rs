@@ -690,19 +690,6 @@ fn tls12_hello() -> Vec<u8> {
     client_hello(0x0301, 0x0303, &[0xc02f, 0xc030, 0x009c], &ext)
 }
 
-fn rustls_client_config(cert_pem: &str) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(cfg)
-}
 
 /// The first flight of a real (rustls) client: one record holding its ClientHello.
 fn rustls_hello(conn: &mut rustls::ClientConnection) -> Vec<u8> {
@@ -718,7 +705,7 @@ fn rustls_hello(conn: &mut rustls::ClientConnection) -> Vec<u8> {
 /// A real rustls ClientHello grown with a padding extension (RFC 7685) to a record body
 /// of exactly 16384 bytes, the largest a record may carry.
 fn max_size_hello(cert_pem: &str) -> Vec<u8> {
-    let mut conn = rustls::ClientConnection::new(rustls_client_config(cert_pem), "localhost".try_into().unwrap()).unwrap();
+    let mut conn = rustls::ClientConnection::new(common::rustls_client_config(cert_pem), "localhost".try_into().unwrap()).unwrap();
     let rec = rustls_hello(&mut conn);
     let mut hs = rec[5..].to_vec();
     let grow = 16384 - hs.len();
@@ -858,7 +845,7 @@ async fn bad_client_hellos_are_closed_counted_and_survived() {
     let (addr, cert) = (t.addr("standard-implicit"), t.cert_pem.clone());
     let greeting = tokio::task::spawn_blocking(move || {
         use std::io::{BufRead, Write};
-        let mut conn = rustls::ClientConnection::new(rustls_client_config(&cert), "localhost".try_into().unwrap()).unwrap();
+        let mut conn = rustls::ClientConnection::new(common::rustls_client_config(&cert), "localhost".try_into().unwrap()).unwrap();
         let hello = rustls_hello(&mut conn);
         let body = &hello[5..];
         let cut = body.len() / 2;

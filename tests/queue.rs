@@ -51,14 +51,20 @@ async fn relay(port: u16, ca: Option<&Path>, clock: &TestClock, extra: &str) -> 
     TestServer::start_custom(&config, &["alice@contoso.test"], Some(clock.clock())).await
 }
 
-/// A relay whose smart host (verified, with AUTH) is down: the upstream was started, so
-/// its certificate and port exist, then stopped. `up.restart(None)` brings it back on the
-/// same port.
-async fn relay_to_a_stopped_upstream(clock: &TestClock) -> (TestServer, TestServer) {
+/// A relay and its running upstream (STARTTLS, verified certificate, AUTH), with `extra`
+/// TOML for the relay.
+async fn relay_and_upstream(clock: &TestClock, extra: &str) -> (TestServer, TestServer) {
     let port = free_port();
-    let mut up = upstream(port).await;
+    let up = upstream(port).await;
+    let t = relay(port, Some(&up.cert_path), clock, extra).await;
+    (t, up)
+}
+
+/// As [`relay_and_upstream`], with the upstream down (stopped: its certificate and port
+/// stay; `up.restart(None)` brings it back on the same port).
+async fn relay_to_a_stopped_upstream(clock: &TestClock) -> (TestServer, TestServer) {
+    let (t, mut up) = relay_and_upstream(clock, "").await;
     up.stop().await;
-    let t = relay(port, Some(&up.cert_path), clock, "").await;
     (t, up)
 }
 
@@ -153,10 +159,8 @@ async fn retries_follow_the_backoff_until_the_upstream_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_failure_returns_a_dsn_to_the_sender() {
-    let port = free_port();
-    let up = upstream(port).await;
     let clock = TestClock::at("2027-01-10");
-    let t = relay(port, Some(&up.cert_path), &clock, "").await;
+    let (t, _up) = relay_and_upstream(&clock, "").await;
     let id = submit(&t, "nobody@remote.test", "doomed").await;
     let dsn = t.wait_for_mail("alice@contoso.test", 1).await;
     let text = body_of(&dsn[0]);
@@ -396,10 +400,8 @@ async fn connections_per_destination_are_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_message_from_the_null_sender_is_not_bounced() {
     use mailgate::queue::{Envelope, Recipient, RecipientRoute};
-    let port = free_port();
-    let up = upstream(port).await;
     let clock = TestClock::at("2027-01-10");
-    let t = relay(port, Some(&up.cert_path), &clock, "").await;
+    let (t, _up) = relay_and_upstream(&clock, "").await;
     let spool = &t.server().spool;
     let env = Envelope {
         id: spool.new_id(),
@@ -427,11 +429,9 @@ async fn a_failed_message_from_the_null_sender_is_not_bounced() {
 /// mailbox lives upstream too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_with_mailboxes_upstream_relays_its_own_domain() {
-    let port = free_port();
-    let up = upstream(port).await;
-    up.server().directory.add_user("carol@contoso.test", "carol-password-1", true).await.unwrap();
     let clock = TestClock::at("2027-01-10");
-    let t = relay(port, Some(&up.cert_path), &clock, "[[delivery.tenant]]\nname = \"contoso\"\nlocal = \"smarthost\"\n").await;
+    let (t, up) = relay_and_upstream(&clock, "[[delivery.tenant]]\nname = \"contoso\"\nlocal = \"smarthost\"\n").await;
+    up.server().directory.add_user("carol@contoso.test", "carol-password-1", true).await.unwrap();
     assert!(t.server().directory.user("carol@contoso.test").await.unwrap().is_none(), "carol is not a Mailgate user");
     submit(&t, "carol@contoso.test", "upstream-mailbox").await;
     let got = up.wait_for_mail("carol@contoso.test", 1).await;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use super::{Content, Failure, MessageInfo, Target, Transaction};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The Maildir target.
 #[derive(Clone)]
@@ -142,29 +142,6 @@ impl Maildir {
         let tmp_path = mbox.join("tmp").join(&name);
         let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&tmp_path).await?;
         Ok(MaildirDelivery { tmp_path, new_dir: mbox.join("new"), name, file, size: 0 })
-    }
-
-    /// Copies the content of `source` from `offset` into the mailbox of `address`.
-    pub async fn deliver(&self, address: &str, source: &Path, offset: u64) -> io::Result<PathBuf> {
-        let mut d = self.begin(address).await?;
-        let mut src = tokio::fs::File::open(source).await?;
-        src.seek(io::SeekFrom::Start(offset)).await?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match src.read(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) => {
-                    d.abort().await;
-                    return Err(e);
-                }
-            };
-            if let Err(e) = d.body(&buf[..n]).await {
-                d.abort().await;
-                return Err(e);
-            }
-        }
-        d.commit().await
     }
 }
 
@@ -329,7 +306,7 @@ mod tests {
         let src = t.path().join("src");
         std::fs::write(&src, b"HEADERmessage body\r\n").unwrap();
         let m = Maildir::new(t.path().join("maildir"), "mx.test");
-        let p = m.deliver("Alice@Contoso.test", &src, 6).await.unwrap();
+        let p = m.deliver_blocking("Alice@Contoso.test", &src, 6).unwrap();
         assert!(p.starts_with(t.path().join("maildir/contoso.test/alice/new")));
         assert!(p.to_str().unwrap().ends_with(",S=14"));
         assert_eq!(std::fs::read(&p).unwrap(), b"message body\r\n");

@@ -83,21 +83,21 @@ impl Session {
 
     async fn route(&self, address: &str) -> Result<Route, Reply> {
         let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        let dir = &self.ctx.directory;
+        let (dir, config) = (&self.ctx.directory, &self.ctx.config);
+        // A tenant whose mailboxes live upstream needs no user lookup: the upstream decides.
+        let upstream = |t: &str| *config.local_delivery(t) == crate::config::LocalDelivery::Smarthost;
         let lookup = async {
             let tenant = dir.domain_tenant(domain).await?;
-            let exists = match tenant {
-                Some(_) => dir.user(address).await?.is_some(),
-                None => false,
+            let exists = match tenant.as_deref() {
+                Some(t) if !upstream(t) => dir.user(address).await?.is_some(),
+                _ => false,
             };
             Ok::<_, crate::directory::DirectoryError>((tenant, exists))
         };
         match lookup.await {
             Ok((tenant, exists)) => {
-                let config = &self.ctx.config;
                 let can_relay = self.user.as_ref().is_some_and(|u| config.smarthost_for(&u.tenant).is_some());
-                let upstream = tenant.as_deref().is_some_and(|t| *config.local_delivery(t) == crate::config::LocalDelivery::Smarthost);
-                policy::recipient(address, tenant.as_deref(), exists, can_relay, upstream)
+                policy::recipient(address, tenant.as_deref(), exists, can_relay, tenant.as_deref().is_some_and(upstream))
             }
             Err(e) => {
                 tracing::error!(error = %e, "directory error during RCPT");

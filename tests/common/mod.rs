@@ -283,6 +283,11 @@ pub struct Raw {
 }
 
 pub fn tls_connector(cert_pem: &str) -> tokio_rustls::TlsConnector {
+    tokio_rustls::TlsConnector::from(rustls_client_config(cert_pem))
+}
+
+/// A rustls client (TLS 1.2/1.3) trusting only `cert_pem`.
+pub fn rustls_client_config(cert_pem: &str) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut cert_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -293,7 +298,7 @@ pub fn tls_connector(cert_pem: &str) -> tokio_rustls::TlsConnector {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    Arc::new(cfg)
 }
 
 impl Raw {
