@@ -270,7 +270,12 @@ impl Directory {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            // A local file: a ping before each query (the default) tells nothing the query
+            // would not, and costs a round trip to the connection's thread.
+            .test_before_acquire(false)
+            .connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         migrate(&pool).await?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod demo;
 pub mod directory;
 pub mod dsn;
+pub mod durable;
 pub mod listener;
 pub mod policy;
 pub mod queue;

@@ -123,7 +123,7 @@ impl Maildir {
             out.sync_all()?;
             let dest = mbox.join("new").join(format!("{name},S={size}"));
             std::fs::rename(&tmp, &dest)?;
-            std::fs::File::open(mbox.join("new"))?.sync_all()?;
+            crate::durable::sync_dir(&mbox.join("new"))?;
             Ok(dest)
         })();
         if result.is_err() {
@@ -165,7 +165,7 @@ impl MaildirDelivery {
             self.file.sync_all().await?;
             let dest = self.new_dir.join(format!("{},S={}", self.name, self.size));
             tokio::fs::rename(&self.tmp_path, &dest).await?;
-            crate::queue::sync_dir(&self.new_dir).await?;
+            crate::durable::sync_dir_async(&self.new_dir).await?;
             Ok(dest)
         }
         .await;

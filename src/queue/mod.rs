@@ -86,11 +86,47 @@ impl Drop for RemoveOnDrop {
 /// fsynced, renamed and its directory fsynced in a single hand-off at commit.
 const SPILL: usize = 64 * 1024;
 
+/// The spool file of a message being received.
+enum FileSlot {
+    /// Not created yet: everything so far is in the buffer.
+    NotYet,
+    Open(std::fs::File),
+    /// Lost to an earlier I/O error (or held by a blocking write that failed).
+    Broken,
+}
+
+impl FileSlot {
+    /// Takes the file out for a blocking call: the open one, or `None` to create it there.
+    fn take(&mut self) -> io::Result<Option<std::fs::File>> {
+        match std::mem::replace(self, FileSlot::Broken) {
+            FileSlot::NotYet => Ok(None),
+            FileSlot::Open(f) => Ok(Some(f)),
+            FileSlot::Broken => Err(io::Error::other("spool file unusable after an earlier error")),
+        }
+    }
+}
+
+/// Opens the spool file if this is its first write and writes `buf` to it. `create_new`:
+/// an id that exists already is an error, never an overwritten message. The flag says
+/// whether this writer has a file on disk (to remove if the message does not complete).
+fn write_spool_file(file: Option<std::fs::File>, path: &Path, buf: &[u8]) -> (bool, io::Result<std::fs::File>) {
+    use std::io::Write;
+    let mut file = match file {
+        Some(f) => f,
+        None => match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(f) => f,
+            Err(e) => return (false, Err(e)),
+        },
+    };
+    (true, file.write_all(buf).map(|()| file))
+}
+
 /// A message being received; dropped or aborted, it leaves nothing behind.
 pub struct SpoolWriter {
     id: String,
-    /// Taken while a blocking write holds it; `None` only after an I/O error.
-    file: Option<std::fs::File>,
+    file: FileSlot,
+    /// Where the file is (or will be) in `incoming/`.
+    path: PathBuf,
     buf: Vec<u8>,
     guard: RemoveOnDrop,
     queue_dir: PathBuf,
@@ -148,19 +184,19 @@ impl Spool {
 
     /// Starts a message: writes the envelope, then `prefix` (the Received header).
     pub async fn create(&self, envelope: &Envelope, prefix: &[u8]) -> io::Result<SpoolWriter> {
+        // The file is created when the buffer first spills, or at commit: a message that
+        // fits in the buffer costs one hand-off to the blocking pool in all.
         let path = self.incoming.join(format!("{}.msg", envelope.id));
-        let open = path.clone();
-        let file = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).create_new(true).open(open))
-            .await
-            .map_err(io::Error::other)??;
-        let guard = RemoveOnDrop(Some(path));
+        // Armed once this writer has created the file: never remove another's.
+        let guard = RemoveOnDrop(None);
         let json = serde_json::to_string(envelope).map_err(io::Error::other)?;
         let mut buf = Vec::with_capacity(64 * 1024);
         buf.extend_from_slice(format!("{MAGIC}\n{json}\n").as_bytes());
         buf.extend_from_slice(prefix);
         Ok(SpoolWriter {
             id: envelope.id.clone(),
-            file: Some(file),
+            file: FileSlot::NotYet,
+            path,
             buf,
             guard,
             queue_dir: self.queue.clone(),
@@ -305,17 +341,19 @@ impl SpoolWriter {
 
     /// Writes the buffer out on the blocking pool.
     async fn spill(&mut self) -> io::Result<()> {
-        use std::io::Write;
-        let mut file = self.file.take().ok_or_else(|| io::Error::other("spool file unusable after an earlier error"))?;
+        let file = self.file.take()?;
+        let path = self.path.clone();
         let buf = std::mem::take(&mut self.buf);
-        let (file, buf, result) = tokio::task::spawn_blocking(move || {
-            let r = file.write_all(&buf);
-            (file, buf, r)
+        let (exists, file, buf) = tokio::task::spawn_blocking(move || {
+            let (exists, r) = write_spool_file(file, &path, &buf);
+            (exists, r, buf)
         })
         .await
         .map_err(io::Error::other)?;
-        result?;
-        self.file = Some(file);
+        if exists {
+            self.guard.0 = Some(self.path.clone());
+        }
+        self.file = FileSlot::Open(file?);
         self.buf = buf;
         self.buf.clear();
         Ok(())
@@ -325,38 +363,38 @@ impl SpoolWriter {
     /// write what is buffered, fsync the file, rename it into the queue, fsync the queue
     /// directory. After this returns Ok the client may be told `250`.
     pub async fn commit(mut self) -> io::Result<String> {
-        use std::io::Write;
-        let mut file = self.file.take().ok_or_else(|| io::Error::other("spool file unusable after an earlier error"))?;
+        let file = self.file.take()?;
         let buf = std::mem::take(&mut self.buf);
-        let from = self.guard.0.clone().ok_or_else(|| io::Error::other("spool file already gone"))?;
+        let from = self.path.clone();
         let to = self.queue_dir.join(format!("{}.msg", self.id));
         let dir = self.queue_dir.clone();
-        let renamed = tokio::task::spawn_blocking(move || -> io::Result<bool> {
-            file.write_all(&buf)?;
-            file.sync_all()?;
-            // link + unlink, not rename: an id that somehow exists already in the queue
-            // is an error (451, the client retries), never an overwritten message.
-            std::fs::hard_link(&from, &to)?;
-            let _ = std::fs::remove_file(&from);
-            if let Err(e) = std::fs::File::open(&dir).and_then(|d| d.sync_all()) {
-                // The client will be told 451 and send again: this copy must not be delivered.
-                let _ = std::fs::remove_file(&to);
-                return Err(e);
-            }
-            Ok(true)
+        let (exists, result) = tokio::task::spawn_blocking(move || {
+            let (exists, file) = write_spool_file(file, &from, &buf);
+            (exists, file.and_then(|file| make_durable_and_queue(&file, &from, &to, &dir)))
         })
         .await
         .map_err(io::Error::other)?;
-        match renamed {
-            Ok(_) => {
-                self.guard.0 = None;
-                let _ = self.notify.send(self.id.clone());
-                Ok(self.id)
-            }
-            Err(e) => Err(e),
-        }
+        // Not committed: remove the file if this writer made one (the guard, when dropped).
+        self.guard.0 = (exists && result.is_err()).then(|| self.path.clone());
+        result?;
+        let _ = self.notify.send(self.id.clone());
+        Ok(self.id)
     }
+}
 
+/// fsync the complete spool file, link it into the queue and make that link durable.
+fn make_durable_and_queue(file: &std::fs::File, from: &Path, to: &Path, dir: &Path) -> io::Result<()> {
+    file.sync_all()?;
+    // link + unlink, not rename: an id that somehow exists already in the queue is an
+    // error (451, the client retries), never an overwritten message.
+    std::fs::hard_link(from, to)?;
+    let _ = std::fs::remove_file(from);
+    if let Err(e) = crate::durable::sync_dir(dir) {
+        // The client will be told 451 and send again: this copy must not be delivered.
+        let _ = std::fs::remove_file(to);
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn read_envelope_file(path: &Path) -> io::Result<(Envelope, u64)> {
@@ -372,14 +410,6 @@ fn read_envelope_file(path: &Path) -> io::Result<(Envelope, u64)> {
     reader.read_line(&mut json)?;
     let env: Envelope = serde_json::from_str(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok((env, (magic.len() + json.len()) as u64))
-}
-
-/// fsync a directory so that a rename or unlink in it is durable.
-pub async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
-        .await
-        .map_err(io::Error::other)?
 }
 
 #[cfg(test)]

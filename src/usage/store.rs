@@ -107,7 +107,7 @@ impl SqliteUsageStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10));
         // One connection: the writer is the only writer, and PRAGMAs then hold for all use.
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         Ok(SqliteUsageStore { pool })
     }
