@@ -2,11 +2,18 @@
 //!
 //! The directory lives in SQLite (a file in the data directory, WAL mode so that the CLI
 //! can write while a server reads). Passwords are stored as argon2id PHC strings and never
-//! logged. Every lookup reads the database, so a change made by `mailgate user set` or
-//! `passwd` in another process is in force on the next AUTH. What is cached is only the
-//! costly part, the argon2 verification: [`CredentialCache`] remembers that a password was
-//! verified against a given stored hash; a new password or a changed state makes a new
-//! hash or is read fresh, so the cache can never let an old password in.
+//! logged.
+//!
+//! Two caches keep the database off the per-message path:
+//! - [`CredentialCache`] remembers that a password was verified against a given stored
+//!   hash (the argon2 verification is the costly part); a new password makes a new hash,
+//!   so it can never let an old password in.
+//! - [`LookupCache`] (servers only, `[directory] cache_ttl`, like Dovecot's auth cache)
+//!   keeps the rows read at AUTH and RCPT: users, domain owners, legacy settings. Every
+//!   write made through a `Directory` clears it, and the CLI tells a running server over
+//!   its control socket after a change, so `mailgate user set`, `passwd`, `tenant set`...
+//!   are in force on the next command of any session. Only a change made behind
+//!   Mailgate's back (an SQL shell) waits for the TTL.
 //!
 //! The operations here (`add_tenant`, `add_user`, `set_user`, ...) are what the CLI calls,
 //! and what the admin API will call.
@@ -19,8 +26,9 @@ use sqlx::{Row, SqlitePool};
 use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A directory error; `Invalid` and `NotFound` carry a sentence for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -243,14 +251,94 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A user row as AUTH and RCPT need it.
+#[derive(Clone)]
+struct UserRecord {
+    user: User,
+    password_hash: String,
+}
+
+/// One map of [`LookupCache`]: values (found or not) with the time they were read.
+struct TtlMap<T> {
+    entries: Mutex<HashMap<String, (Instant, T)>>,
+}
+
+impl<T: Clone> TtlMap<T> {
+    const MAX_ENTRIES: usize = 100_000;
+
+    fn new() -> Self {
+        Self { entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, key: &str, ttl: Duration) -> Option<T> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(key).filter(|(at, _)| at.elapsed() < ttl).map(|(_, v)| v.clone())
+    }
+
+    fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Directory rows read on the hot path (AUTH, RCPT, legacy opt-in), kept for `ttl`.
+/// A value read while the cache was cleared is not stored: the generation taken before
+/// the query must still be current when it is stored, so a stale row read during a
+/// change never outlives it.
+pub struct LookupCache {
+    ttl: Duration,
+    generation: AtomicU64,
+    users: TtlMap<Option<UserRecord>>,
+    domains: TtlMap<Option<String>>,
+    legacy: TtlMap<LegacySettings>,
+}
+
+impl LookupCache {
+    fn new(ttl: Duration) -> Self {
+        Self { ttl, generation: AtomicU64::new(0), users: TtlMap::new(), domains: TtlMap::new(), legacy: TtlMap::new() }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn put<T: Clone>(&self, map: &TtlMap<T>, key: &str, value: T, generation: u64) {
+        if !self.enabled() {
+            return;
+        }
+        let mut entries = map.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation() != generation {
+            return;
+        }
+        if entries.len() >= TtlMap::<T>::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key.to_string(), (Instant::now(), value));
+    }
+
+    /// Forgets everything (after any change to the directory).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.users.clear();
+        self.domains.clear();
+        self.legacy.clear();
+    }
+}
+
 /// A stored hash used to spend the same time on unknown users as on known ones.
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// The directory: a SQLite pool and the credentials cache.
+/// The directory: a SQLite pool and its caches.
 #[derive(Clone)]
 pub struct Directory {
     pool: SqlitePool,
     cache: Arc<CredentialCache>,
+    lookups: Arc<LookupCache>,
+    /// Set by every write: the CLI then tells a running server (`made_changes`).
+    changed: Arc<AtomicBool>,
     /// At most one argon2 verification per core at a time (each takes ~19 MiB): a burst
     /// of logins queues here instead of exhausting memory and the blocking pool.
     argon2_slots: Arc<tokio::sync::Semaphore>,
@@ -279,7 +367,37 @@ impl Directory {
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         migrate(&pool).await?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Directory { pool, cache: Arc::new(CredentialCache::new()), argon2_slots: Arc::new(tokio::sync::Semaphore::new(cores)) })
+        Ok(Directory {
+            pool,
+            cache: Arc::new(CredentialCache::new()),
+            lookups: Arc::new(LookupCache::new(Duration::ZERO)),
+            changed: Arc::new(AtomicBool::new(false)),
+            argon2_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+        })
+    }
+
+    /// Keeps hot-path lookups for `ttl` (zero: read the database every time, the default
+    /// for the CLI and tools). The server sets `[directory] cache_ttl`.
+    pub fn with_lookup_cache(mut self, ttl: Duration) -> Directory {
+        self.lookups = Arc::new(LookupCache::new(ttl));
+        self
+    }
+
+    /// Forgets cached lookups: called for a change made by another process (the CLI,
+    /// over the control socket).
+    pub fn lookups_changed(&self) {
+        self.lookups.clear();
+    }
+
+    /// Whether this handle has written to the directory.
+    pub fn made_changes(&self) -> bool {
+        self.changed.load(Ordering::SeqCst)
+    }
+
+    /// After every write: cached lookups are stale.
+    fn note_change(&self) {
+        self.changed.store(true, Ordering::SeqCst);
+        self.lookups.clear();
     }
 
     /// The credentials cache (for metrics and tests).
@@ -301,6 +419,7 @@ impl Directory {
             .bind(now_secs())
             .execute(&self.pool)
             .await?;
+        self.note_change();
         if r.rows_affected() == 0 {
             return Err(DirectoryError::Exists(format!("tenant {name}")));
         }
@@ -340,8 +459,18 @@ impl Directory {
         Ok(Tenant { name: name.to_string(), domains, users, legacy })
     }
 
-    /// A tenant's legacy-TLS settings, read fresh (a CLI change applies at once).
+    /// A tenant's legacy-TLS settings (cached on a server; a CLI change applies at once).
     pub async fn legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
+        if let Some(s) = self.lookups.legacy.get(tenant, self.lookups.ttl) {
+            return Ok(s);
+        }
+        let generation = self.lookups.generation();
+        let settings = self.read_legacy_settings(tenant).await?;
+        self.lookups.put(&self.lookups.legacy, tenant, settings.clone(), generation);
+        Ok(settings)
+    }
+
+    async fn read_legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
         let row = sqlx::query(
             "SELECT allow_legacy_tls, legacy_until, legacy_users, legacy_networks, forbid_legacy_tls FROM tenants WHERE name = ?",
         )
@@ -373,7 +502,7 @@ impl Directory {
 
     /// Changes a tenant's legacy-TLS settings. Opting in a vetoed tenant is refused.
     pub async fn set_legacy(&self, tenant: &str, changes: &LegacyChanges) -> Result<LegacySettings> {
-        let mut s = self.legacy_settings(tenant).await?;
+        let mut s = self.read_legacy_settings(tenant).await?;
         if let Some(v) = changes.forbidden {
             s.forbidden = v;
         }
@@ -406,6 +535,7 @@ impl Directory {
         .bind(tenant)
         .execute(&self.pool)
         .await?;
+        self.note_change();
         Ok(s)
     }
 
@@ -418,6 +548,7 @@ impl Directory {
             .bind(now_secs())
             .execute(&self.pool)
             .await?;
+        self.note_change();
         if r.rows_affected() == 0 {
             return Err(DirectoryError::Exists(format!("accepted domain {domain}")));
         }
@@ -427,10 +558,17 @@ impl Directory {
     /// The tenant that owns an accepted domain, if any.
     pub async fn domain_tenant(&self, domain: &str) -> Result<Option<String>> {
         let d = domain.trim_end_matches('.').to_lowercase();
-        Ok(sqlx::query_scalar("SELECT t.name FROM domains d JOIN tenants t ON t.id = d.tenant_id WHERE d.name = ?")
-            .bind(d)
-            .fetch_optional(&self.pool)
-            .await?)
+        if let Some(t) = self.lookups.domains.get(&d, self.lookups.ttl) {
+            return Ok(t);
+        }
+        let generation = self.lookups.generation();
+        let tenant: Option<String> =
+            sqlx::query_scalar("SELECT t.name FROM domains d JOIN tenants t ON t.id = d.tenant_id WHERE d.name = ?")
+                .bind(&d)
+                .fetch_optional(&self.pool)
+                .await?;
+        self.lookups.put(&self.lookups.domains, &d, tenant.clone(), generation);
+        Ok(tenant)
     }
 
     // ---- users ------------------------------------------------------------------------------
@@ -460,6 +598,7 @@ impl Directory {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        self.note_change();
         if r.rows_affected() == 0 {
             return Err(DirectoryError::Exists(format!("user {address}")));
         }
@@ -479,8 +618,19 @@ impl Directory {
 
     /// A user by address (case-insensitive).
     pub async fn user(&self, address: &str) -> Result<Option<User>> {
-        let row = sqlx::query(USER_SELECT_ONE).bind(address.to_lowercase()).fetch_optional(&self.pool).await?;
-        Ok(row.as_ref().map(user_from_row))
+        Ok(self.user_record(&address.to_lowercase()).await?.map(|r| r.user))
+    }
+
+    /// A user with the stored hash, by lower-case address: from the lookup cache or read.
+    async fn user_record(&self, address: &str) -> Result<Option<UserRecord>> {
+        if let Some(r) = self.lookups.users.get(address, self.lookups.ttl) {
+            return Ok(r);
+        }
+        let generation = self.lookups.generation();
+        let row = sqlx::query(USER_SELECT_ONE).bind(address).fetch_optional(&self.pool).await?;
+        let record = row.as_ref().map(|row| UserRecord { user: user_from_row(row), password_hash: row.get("password_hash") });
+        self.lookups.put(&self.lookups.users, address, record.clone(), generation);
+        Ok(record)
     }
 
     pub async fn set_user(&self, address: &str, changes: &UserChanges) -> Result<User> {
@@ -499,6 +649,7 @@ impl Directory {
             return Err(DirectoryError::NotFound(format!("no user {address}")));
         }
         self.cache.invalidate(&address);
+        self.note_change();
         self.user(&address).await?.ok_or_else(|| DirectoryError::NotFound(format!("no user {address}")))
     }
 
@@ -516,23 +667,17 @@ impl Directory {
             return Err(DirectoryError::NotFound(format!("no user {address}")));
         }
         self.cache.invalidate(&address);
+        self.note_change();
         Ok(())
     }
 
     // ---- authentication ------------------------------------------------------------------
 
-    /// Checks a login. Reads the user fresh from the database (so state changes apply at
-    /// once); runs argon2 only on a cache miss, off the async threads.
+    /// Checks a login against the user's row (see the module comment for when a change
+    /// applies); runs argon2 only on a credentials-cache miss, off the async threads.
     pub async fn authenticate(&self, login: &str, password: &str) -> Result<AuthOutcome> {
         let address = login.trim().to_lowercase();
-        let row = sqlx::query(
-            "SELECT u.password_hash, u.enabled, u.smtp_auth, t.name AS tenant FROM users u
-             JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?",
-        )
-        .bind(&address)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
+        let Some(UserRecord { user, password_hash: stored }) = self.user_record(&address).await? else {
             // Spend an argon2 verification anyway: the reply time must not tell that the
             // user does not exist.
             let _slot = self.argon2_slots.acquire().await;
@@ -548,7 +693,6 @@ impl Directory {
             verify_blocking(password.to_string(), dummy).await;
             return Ok(AuthOutcome::BadCredentials);
         };
-        let stored: String = row.get("password_hash");
         if !self.cache.hit(&address, &stored, password) {
             let _slot = self.argon2_slots.acquire().await;
             // Another session may have verified the same credentials while this one waited.
@@ -559,12 +703,6 @@ impl Directory {
                 self.cache.remember(&address, &stored, password);
             }
         }
-        let user = User {
-            address,
-            tenant: row.get("tenant"),
-            enabled: row.get("enabled"),
-            smtp_auth: row.get("smtp_auth"),
-        };
         Ok(if !user.enabled {
             AuthOutcome::AccountDisabled
         } else if !user.smtp_auth {
@@ -592,7 +730,7 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
 
 const USER_SELECT_ALL: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id ORDER BY t.name, u.address";
 const USER_SELECT_BY_TENANT: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.tenant_id = ? ORDER BY u.address";
-const USER_SELECT_ONE: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?";
+const USER_SELECT_ONE: &str = "SELECT u.address, u.enabled, u.smtp_auth, u.password_hash, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?";
 
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> User {
     User {
@@ -660,6 +798,62 @@ mod tests {
         assert_eq!(d.authenticate("alice@contoso.test", "battery staple").await.unwrap(), AuthOutcome::SmtpAuthDisabled);
         d.set_user("alice@contoso.test", &UserChanges { enabled: Some(false), smtp_auth: Some(true) }).await.unwrap();
         assert_eq!(d.authenticate("alice@contoso.test", "battery staple").await.unwrap(), AuthOutcome::AccountDisabled);
+    }
+
+    #[tokio::test]
+    async fn lookup_cache_serves_reads_and_is_cleared_by_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d.sqlite");
+        let server = Directory::open(&path).await.unwrap().with_lookup_cache(Duration::from_secs(3600));
+        // The CLI: another handle on the same database, no cache of its own.
+        let cli = Directory::open(&path).await.unwrap();
+        cli.add_tenant("contoso").await.unwrap();
+        cli.add_domain("contoso.test", "contoso").await.unwrap();
+        cli.add_user("alice@contoso.test", "correct horse", true).await.unwrap();
+        assert!(cli.made_changes() && !server.made_changes());
+        assert!(matches!(server.authenticate("alice@contoso.test", "correct horse").await.unwrap(), AuthOutcome::Ok(_)));
+        assert_eq!(server.domain_tenant("contoso.test").await.unwrap().as_deref(), Some("contoso"));
+        assert!(server.user("bob@contoso.test").await.unwrap().is_none());
+
+        // Changed by the CLI: the server keeps what it read until told...
+        cli.set_user("alice@contoso.test", &UserChanges { smtp_auth: Some(false), ..Default::default() }).await.unwrap();
+        cli.add_user("bob@contoso.test", "long enough", true).await.unwrap();
+        assert!(matches!(server.authenticate("alice@contoso.test", "correct horse").await.unwrap(), AuthOutcome::Ok(_)));
+        assert!(server.user("bob@contoso.test").await.unwrap().is_none(), "a negative answer is cached too");
+        // ...and reads again once told (the control socket's `directory-changed`).
+        server.lookups_changed();
+        assert_eq!(server.authenticate("alice@contoso.test", "correct horse").await.unwrap(), AuthOutcome::SmtpAuthDisabled);
+        assert!(server.user("bob@contoso.test").await.unwrap().is_some());
+
+        // A change made through the server's own handle clears its cache at once.
+        server.set_password("alice@contoso.test", "battery staple").await.unwrap();
+        server.set_user("alice@contoso.test", &UserChanges { smtp_auth: Some(true), ..Default::default() }).await.unwrap();
+        assert_eq!(server.authenticate("alice@contoso.test", "correct horse").await.unwrap(), AuthOutcome::BadCredentials);
+        assert!(matches!(server.authenticate("alice@contoso.test", "battery staple").await.unwrap(), AuthOutcome::Ok(_)));
+
+        // A row read before a clear is not stored after it (the generation moved on).
+        let before = server.lookups.generation();
+        server.lookups_changed();
+        server.lookups.put(&server.lookups.domains, "stale.test", Some("contoso".into()), before);
+        assert!(server.lookups.domains.get("stale.test", Duration::from_secs(3600)).is_none());
+
+        // With a zero TTL (the CLI's), nothing is kept.
+        cli.domain_tenant("contoso.test").await.unwrap();
+        assert!(cli.lookups.domains.get("contoso.test", Duration::from_secs(3600)).is_none());
+    }
+
+    #[tokio::test]
+    async fn lookup_cache_entries_expire() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d.sqlite");
+        let server = Directory::open(&path).await.unwrap().with_lookup_cache(Duration::from_millis(1));
+        let cli = Directory::open(&path).await.unwrap();
+        cli.add_tenant("contoso").await.unwrap();
+        assert_eq!(server.domain_tenant("contoso.test").await.unwrap(), None);
+        cli.add_domain("contoso.test", "contoso").await.unwrap();
+        // Not a readiness wait: the entry must be older than its 1 ms TTL.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(server.domain_tenant("contoso.test").await.unwrap().as_deref(), Some("contoso"));
     }
 
     #[tokio::test]

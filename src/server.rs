@@ -45,7 +45,8 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
     crate::queue::ops::refuse_if_running(&config.control_socket()).await?;
     let directory = Directory::open(&config.directory_path())
         .await
-        .with_context(|| format!("cannot open the directory {}", config.directory_path().display()))?;
+        .with_context(|| format!("cannot open the directory {}", config.directory_path().display()))?
+        .with_lookup_cache(std::time::Duration::from_secs(config.directory.cache_ttl));
     let (spool, new_messages) =
         Spool::open(&config.spool_dir()).with_context(|| format!("cannot open the spool {}", config.spool_dir().display()))?;
     // Bind first: replies name the ports really bound (port 0 resolved).
@@ -118,7 +119,7 @@ async fn start_runner(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let (scan_tx, scan_rx) = tokio::sync::mpsc::channel(16);
-    let control = crate::queue::ops::serve_control(&config.control_socket(), scan_tx, stop.clone())
+    let control = crate::queue::ops::serve_control(&config.control_socket(), scan_tx, directory.clone(), stop.clone())
         .await
         .with_context(|| format!("control socket {}", config.control_socket().display()))?;
     let runner = QueueRunner::new(spool.clone(), config.clone(), directory.clone(), clock.clone());

@@ -250,9 +250,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&cli.config).await,
         Command::CheckConfig => check_config(&cli.config),
         Command::Demo(args) => crate::demo::run(args).await,
-        Command::Tenant(cmd) => tenant(&open_directory(&cli.config).await?, cmd).await,
-        Command::Domain(cmd) => domain(&open_directory(&cli.config).await?, cmd).await,
-        Command::User(cmd) => user(&open_directory(&cli.config).await?, cmd).await,
+        Command::Tenant(cmd) => {
+            let dir = open_directory(&cli.config).await?;
+            let r = tenant(&dir, cmd).await;
+            tell_server(&cli.config, &dir).await;
+            r
+        }
+        Command::Domain(cmd) => {
+            let dir = open_directory(&cli.config).await?;
+            let r = domain(&dir, cmd).await;
+            tell_server(&cli.config, &dir).await;
+            r
+        }
+        Command::User(cmd) => {
+            let dir = open_directory(&cli.config).await?;
+            let r = user(&dir, cmd).await;
+            tell_server(&cli.config, &dir).await;
+            r
+        }
         Command::Report(cmd) => report(&cli.config, cmd).await,
         Command::Usage(cmd) => usage(&cli.config, cmd).await,
         Command::Queue(cmd) => queue::run(&cli.config, cmd).await,
@@ -326,6 +341,23 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     Ok(())
+}
+
+/// After a directory change, a running server clears its lookup cache (so the change is
+/// in force on the next AUTH or RCPT); if it cannot be told, the operator learns when
+/// the change will apply.
+async fn tell_server(config_path: &Path, dir: &Directory) {
+    if !dir.made_changes() {
+        return;
+    }
+    let Ok(config) = Config::load(config_path) else { return };
+    if let Err(e) = crate::queue::ops::notify_directory_changed(&config.control_socket()).await {
+        eprintln!(
+            "warning: the running server could not be told of this change ({e}); it applies within \
+             directory.cache_ttl ({} s)",
+            config.directory.cache_ttl
+        );
+    }
 }
 
 async fn open_directory(path: &Path) -> anyhow::Result<Directory> {

@@ -47,9 +47,28 @@ struct RawConfig {
     #[serde(default)]
     usage: UsageConfig,
     #[serde(default)]
+    directory: DirectoryConfig,
+    #[serde(default)]
     delivery: delivery::RawDelivery,
     #[serde(default)]
     smarthost: Vec<delivery::RawSmarthost>,
+}
+
+/// The tenant directory as the server uses it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectoryConfig {
+    /// Seconds the server keeps users, domain owners and legacy settings read at AUTH and
+    /// RCPT (0: read the database every time). Changes made with the `mailgate` CLI clear
+    /// the cache at once; the TTL only bounds changes made around it (an SQL shell).
+    #[serde(deserialize_with = "de_seconds")]
+    pub cache_ttl: u64,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        Self { cache_ttl: 60 }
+    }
 }
 
 /// TLS usage recording.
@@ -359,6 +378,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub log: LogConfig,
     pub usage: UsageConfig,
+    pub directory: DirectoryConfig,
     pub delivery: DeliveryConfig,
     pub smarthosts: Vec<Smarthost>,
 }
@@ -487,6 +507,7 @@ impl Validator<'_> {
             queue: raw.queue,
             log: raw.log,
             usage: raw.usage,
+            directory: raw.directory,
             delivery,
             smarthosts,
         })

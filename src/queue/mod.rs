@@ -430,6 +430,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn small_messages_touch_the_disk_only_at_commit_large_ones_spill() {
+        let t = tempfile::tempdir().unwrap();
+        let (spool, _rx) = Spool::open(t.path()).unwrap();
+        let id = spool.new_id();
+        let mut w = spool.create(&envelope(&id), b"").await.unwrap();
+        w.write(&[b'a'; 1000]).await.unwrap();
+        assert_eq!(spool.incoming_count(), 0, "a small message stays in memory until commit");
+        w.write(&vec![b'b'; SPILL]).await.unwrap();
+        assert_eq!(spool.incoming_count(), 1, "beyond the buffer, it goes to incoming/");
+        drop(w);
+        assert_eq!(spool.incoming_count(), 0, "an abandoned message leaves nothing");
+
+        // An id already in incoming/ (another writer's) is an error at commit, and that
+        // other file is left alone.
+        let id = spool.new_id();
+        let theirs = t.path().join("incoming").join(format!("{id}.msg"));
+        std::fs::write(&theirs, b"another writer").unwrap();
+        let w = spool.create(&envelope(&id), b"").await.unwrap();
+        assert!(w.commit().await.is_err());
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"another writer");
+        assert!(spool.queued_ids().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn commit_is_atomic_and_abort_leaves_nothing() {
         let t = tempfile::tempdir().unwrap();
         let (spool, mut rx) = Spool::open(t.path()).unwrap();

@@ -226,11 +226,32 @@ pub async fn refuse_if_running(socket: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Serves the control socket: one `scan` per connection, answered `ok` when the attempts
-/// it started have ended. Refuses to start when another server answers on the socket.
+/// Tells a running server that the directory changed (the CLI, after a write), so that
+/// its lookup cache is cleared before this returns. `Ok(false)`: no server is running.
+pub async fn notify_directory_changed(socket: &Path) -> io::Result<bool> {
+    let mut stream = match tokio::net::UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    stream.write_all(b"directory-changed\n").await?;
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    match tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await {
+        Ok(Ok(_)) if line.trim() == "ok" => Ok(true),
+        Ok(Ok(_)) => Err(io::Error::other(format!("unexpected answer from the server: {:?}", line.trim()))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the server did not answer")),
+    }
+}
+
+/// Serves the control socket, one command per connection: `scan`, answered `ok` when
+/// the attempts it started have ended; `directory-changed`, answered `ok` once the
+/// directory's lookup cache is cleared. Refuses to start when another server answers.
 pub async fn serve_control(
     socket: &Path,
     runner: tokio::sync::mpsc::Sender<ScanRequest>,
+    directory: crate::directory::Directory,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
     refuse_if_running(socket).await?;
@@ -243,7 +264,7 @@ pub async fn serve_control(
                 _ = shutdown.changed() => break,
                 accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
-                    tokio::spawn(control_session(stream, runner.clone()));
+                    tokio::spawn(control_session(stream, runner.clone(), directory.clone()));
                 }
             }
         }
@@ -251,7 +272,11 @@ pub async fn serve_control(
     }))
 }
 
-async fn control_session(stream: tokio::net::UnixStream, runner: tokio::sync::mpsc::Sender<ScanRequest>) {
+async fn control_session(
+    stream: tokio::net::UnixStream,
+    runner: tokio::sync::mpsc::Sender<ScanRequest>,
+    directory: crate::directory::Directory,
+) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read).take_line_limit();
@@ -266,6 +291,10 @@ async fn control_session(stream: tokio::net::UnixStream, runner: tokio::sync::mp
             } else {
                 "error queue runner stopped\n"
             }
+        }
+        "directory-changed" => {
+            directory.lookups_changed();
+            "ok\n"
         }
         _ => "error unknown command\n",
     };
