@@ -350,7 +350,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let label = if a.label.is_empty() { format!("{} TLS {}", a.mode, a.tls) } else { a.label.clone() };
+    let cpu = own_cpu_seconds();
     println!("{label}: {} sessions, {} messages in {secs:.1} s, concurrency {}", all.sessions, all.messages, a.concurrency);
+    println!("  load generator CPU {cpu:.2} s (it shares the machine with the server)");
     println!("  sessions/s {:.1}   messages/s {:.1}", all.sessions as f64 / secs, all.messages as f64 / secs);
     println!("  {:<12} {:>9} {:>9} {:>9}", "phase (ms)", "p50", "p90", "p99");
     for (name, p50, p90, p99) in &phases {
@@ -371,8 +373,21 @@ async fn main() -> anyhow::Result<()> {
             "phases_ms": phases.iter().map(|(n, a, b, c)| serde_json::json!({"phase": n, "p50": a, "p90": b, "p99": c})).collect::<Vec<_>>(),
             "errors": all.errors,
             "peak_held": peak_held,
+            "client_cpu_s": cpu,
         });
         println!("{json}");
     }
     Ok(())
+}
+
+/// This process's CPU time so far (user + system), in seconds: what the load itself cost
+/// on cores it shares with the server.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass; RUSAGE_SELF is always valid.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
