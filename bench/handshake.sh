@@ -76,3 +76,13 @@ PY
 done
 echo "server CPU ms = server CPU time per handshake (the portable figure: the load generator shares the cores)"
 echo "openssl speed rsa2048: ${sign:-?} signs/s per core (one RSA signature per full handshake)"
+# Against the target: handshakes per server CPU-second as a share of the signature-only rate.
+for r in "${results[@]}"; do
+  python3 - "$r" "${sign:-0}" <<'PY'
+import json, sys
+r, sign = json.loads(sys.argv[1]), float(sys.argv[2])
+per_cpu_s = r["sessions"] / r["server_cpu_s"] if r["server_cpu_s"] else 0
+if sign:
+    print(f'{r["label"]:<34} {per_cpu_s:8.0f} handshakes per server CPU-second = {100 * per_cpu_s / sign:5.1f} % of openssl speed')
+PY
+done
