@@ -429,6 +429,39 @@ mod tests {
         }
     }
 
+    /// More entries than the runner runs at once (4 x delivery.concurrency): the rest wait
+    /// their turn as ids, and all are delivered; a scan waits for the waiting ones too.
+    #[tokio::test]
+    async fn a_backlog_larger_than_the_task_limit_is_delivered_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "hostname = \"h.test\"\ndata_dir = \"{}\"\n[[tls.certificate]]\ncert = \"c\"\nkey = \"k\"\n[[endpoint]]\nname = \"e\"\nlisten = [\"127.0.0.1:0\"]\ntls_mode = \"starttls\"\n[delivery]\nconcurrency = 1\n",
+            t.path().display()
+        );
+        let config = Arc::new(crate::config::Config::from_toml(&t.path().join("m.toml"), &toml).unwrap());
+        let (spool, new) = Spool::open(&config.spool_dir()).unwrap();
+        for _ in 0..40 {
+            let id = spool.new_id();
+            let env = Envelope { received_at: chrono::Utc::now().timestamp(), ..envelope(&id) };
+            let mut w = spool.create(&env, b"").await.unwrap();
+            w.write(b"Subject: backlog\r\n\r\nbody\r\n").await.unwrap();
+            w.commit().await.unwrap();
+        }
+        let directory = crate::directory::Directory::open(&t.path().join("dir.sqlite")).await.unwrap();
+        let runner = QueueRunner::new(spool.clone(), config.clone(), directory, crate::session::system_clock());
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (scan_tx, scan) = mpsc::channel(1);
+        let running = tokio::spawn(runner.run(new, scan, stop));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        scan_tx.send(done_tx).await.unwrap();
+        done.await.unwrap();
+        assert!(spool.queued_ids().unwrap().is_empty(), "every entry delivered and removed");
+        let delivered = std::fs::read_dir(config.maildir_root().join("x.test/b/new")).unwrap().count();
+        assert_eq!(delivered, 40);
+        stop_tx.send(true).unwrap();
+        running.await.unwrap();
+    }
+
     #[tokio::test]
     async fn small_messages_touch_the_disk_only_at_commit_large_ones_spill() {
         let t = tempfile::tempdir().unwrap();

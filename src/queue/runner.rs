@@ -49,8 +49,9 @@ pub struct QueueRunner {
     /// Entries whose delivery results could not be recorded: not attempted again until a
     /// restart, so that a log that cannot be written never causes endless redelivery.
     stuck: Mutex<HashSet<String>>,
-    /// Entry tasks past their start (holding the entry's lock and files): bounded.
-    entries: Arc<Semaphore>,
+    /// Entry tasks at once (each holds its entry's lock and files; beyond, ids wait in
+    /// [`EntryTasks`]' queue, a few bytes each, so a backlog of 100,000 costs no memory).
+    max_entries: usize,
     /// Set at shutdown: no transaction commits any more.
     stopping: AtomicBool,
     finished: Notify,
@@ -75,7 +76,7 @@ impl QueueRunner {
             per_destination: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashSet::new()),
             stuck: Mutex::new(HashSet::new()),
-            entries: Arc::new(Semaphore::new(4 * config.delivery.concurrency)),
+            max_entries: 4 * config.delivery.concurrency,
             stopping: AtomicBool::new(false),
             finished: Notify::new(),
             dsn_counter: AtomicU64::new(0),
@@ -103,7 +104,7 @@ impl QueueRunner {
             Ok(n) => tracing::info!(files = n, "removed half-written Maildir files left by an interrupted earlier run"),
             Err(e) => tracing::warn!(error = %e, "cannot clean Maildir tmp/ folders"),
         }
-        let mut tasks = JoinSet::new();
+        let mut tasks = EntryTasks::default();
         self.start_due(&mut tasks).await;
         // An interval, not a sleep restarted on every message: a steady flow of new mail
         // must not postpone retries.
@@ -114,6 +115,9 @@ impl QueueRunner {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
+                // Before new messages: a finished task frees a place for a waiting entry
+                // (a flood of new ids must not keep finished tasks unreaped).
+                Some(_) = tasks.set.join_next(), if !tasks.set.is_empty() => self.start_waiting(&mut tasks),
                 id = new.recv() => match id {
                     Some(id) => { self.start(&mut tasks, id); }
                     None => break,
@@ -129,7 +133,6 @@ impl QueueRunner {
                     });
                 }
                 _ = tick.tick() => { self.start_due(&mut tasks).await; }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
             if *shutdown.borrow() {
                 break;
@@ -139,18 +142,24 @@ impl QueueRunner {
         // delivered, nothing recorded, retried at once at the next start); those already
         // committing get the grace period to finish and record it.
         self.stopping.store(true, Ordering::SeqCst);
+        // Entries not started yet stay queued for the next start.
+        for id in tasks.waiting.drain(..) {
+            self.inflight.lock().unwrap().remove(&id);
+        }
+        self.finished.notify_waiters();
+        let mut set = tasks.set;
         let grace = Duration::from_secs(self.config.queue.shutdown_grace);
-        let drain = async { while tasks.join_next().await.is_some() {} };
+        let drain = async { while set.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            tracing::warn!(in_flight = tasks.len(), "deliveries still committing at the end of the shutdown grace; cancelled (one of them may be delivered again after the restart)");
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
+            tracing::warn!(in_flight = set.len(), "deliveries still committing at the end of the shutdown grace; cancelled (one of them may be delivered again after the restart)");
+            set.abort_all();
+            while set.join_next().await.is_some() {}
         }
         tracing::info!("queue runner stopped");
     }
 
     /// Starts a task for every entry that has something due now; returns their ids.
-    async fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Vec<String> {
+    async fn start_due(self: &Arc<Self>, tasks: &mut EntryTasks) -> Vec<String> {
         let spool = self.spool.clone();
         let ids = match tokio::task::spawn_blocking(move || spool.queued_ids()).await.unwrap_or_else(|e| Err(io::Error::other(e))) {
             Ok(ids) => ids,
@@ -162,20 +171,35 @@ impl QueueRunner {
         ids.into_iter().filter(|id| self.start(tasks, id.clone())).collect()
     }
 
-    /// Starts a task for one entry unless one is already running for it.
-    fn start(self: &Arc<Self>, tasks: &mut JoinSet<()>, id: String) -> bool {
+    /// Starts a task for one entry unless one is already running or waiting for it; past
+    /// `max_entries` tasks, the id waits its turn.
+    fn start(self: &Arc<Self>, tasks: &mut EntryTasks, id: String) -> bool {
         if self.stuck.lock().unwrap().contains(&id) || !self.inflight.lock().unwrap().insert(id.clone()) {
             return false;
         }
+        if tasks.set.len() < self.max_entries {
+            self.spawn_entry(tasks, id);
+        } else {
+            tasks.waiting.push_back(id);
+        }
+        true
+    }
+
+    /// After a task ended: the next waiting entries get their turn.
+    fn start_waiting(self: &Arc<Self>, tasks: &mut EntryTasks) {
+        while tasks.set.len() < self.max_entries {
+            let Some(id) = tasks.waiting.pop_front() else { break };
+            self.spawn_entry(tasks, id);
+        }
+    }
+
+    fn spawn_entry(self: &Arc<Self>, tasks: &mut EntryTasks, id: String) {
         let me = self.clone();
-        tasks.spawn(async move {
+        tasks.set.spawn(async move {
             // Leaves the in-flight set however the task ends (a panic included).
             let _done = InFlight { runner: me.clone(), id: id.clone() };
-            // Bounded: a large backlog waits here without holding files open.
-            let _entry = me.entries.clone().acquire_owned().await;
             me.process(&id).await;
         });
-        true
     }
 
     async fn wait_for(&self, ids: &[String]) {
@@ -558,6 +582,13 @@ fn prepare(spool: &Spool, id: &str) -> io::Result<Option<Prepared>> {
 
 /// The reason given to transactions cancelled before their commit by a shutdown.
 const SHUTTING_DOWN: &str = "mailgate is shutting down; delivery resumes after the restart";
+
+/// The runner's entry tasks, and the ids (already in the in-flight set) waiting for one.
+#[derive(Default)]
+struct EntryTasks {
+    set: JoinSet<()>,
+    waiting: std::collections::VecDeque<String>,
+}
 
 /// Removes an entry from the in-flight set when its task ends, however it ends.
 struct InFlight {
