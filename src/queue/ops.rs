@@ -199,19 +199,30 @@ pub async fn delete(spool: &Spool, id: &str, wait: Duration) -> Result<(), OpErr
 /// Asks a running server to look at the queue now and waits (up to `wait`) until the
 /// attempts it started have ended. `Ok(false)`: no server is running on this data_dir.
 pub async fn request_scan(socket: &Path, wait: Duration) -> io::Result<bool> {
+    control_command(socket, "scan", wait, "the server did not finish the scan in time").await
+}
+
+/// Tells a running server that the directory changed (the CLI, after a write), so that
+/// its lookup cache is cleared before this returns. `Ok(false)`: no server is running.
+pub async fn notify_directory_changed(socket: &Path) -> io::Result<bool> {
+    control_command(socket, "directory-changed", Duration::from_secs(10), "the server did not answer").await
+}
+
+/// Sends one command over the control socket and waits for its `ok`.
+async fn control_command(socket: &Path, command: &str, wait: Duration, too_late: &str) -> io::Result<bool> {
     let mut stream = match tokio::net::UnixStream::connect(socket).await {
         Ok(s) => s,
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(false),
         Err(e) => return Err(e),
     };
-    stream.write_all(b"scan\n").await?;
+    stream.write_all(format!("{command}\n").as_bytes()).await?;
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(stream);
     match tokio::time::timeout(wait, reader.read_line(&mut line)).await {
         Ok(Ok(_)) if line.trim() == "ok" => Ok(true),
         Ok(Ok(_)) => Err(io::Error::other(format!("unexpected answer from the server: {:?}", line.trim()))),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the server did not finish the scan in time")),
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, too_late.to_string())),
     }
 }
 
@@ -224,25 +235,6 @@ pub async fn refuse_if_running(socket: &Path) -> io::Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Tells a running server that the directory changed (the CLI, after a write), so that
-/// its lookup cache is cleared before this returns. `Ok(false)`: no server is running.
-pub async fn notify_directory_changed(socket: &Path) -> io::Result<bool> {
-    let mut stream = match tokio::net::UnixStream::connect(socket).await {
-        Ok(s) => s,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    stream.write_all(b"directory-changed\n").await?;
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(stream);
-    match tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await {
-        Ok(Ok(_)) if line.trim() == "ok" => Ok(true),
-        Ok(Ok(_)) => Err(io::Error::other(format!("unexpected answer from the server: {:?}", line.trim()))),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "the server did not answer")),
-    }
 }
 
 /// Serves the control socket, one command per connection: `scan`, answered `ok` when
