@@ -800,13 +800,19 @@ mod tests {
         assert_eq!(d.authenticate("alice@contoso.test", "battery staple").await.unwrap(), AuthOutcome::AccountDisabled);
     }
 
-    #[tokio::test]
-    async fn lookup_cache_serves_reads_and_is_cleared_by_changes() {
+    /// A server's handle with a lookup cache of `ttl`, and the CLI's: another handle on the
+    /// same database, with no cache of its own.
+    async fn server_and_cli(ttl: Duration) -> (tempfile::TempDir, Directory, Directory) {
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("d.sqlite");
-        let server = Directory::open(&path).await.unwrap().with_lookup_cache(Duration::from_secs(3600));
-        // The CLI: another handle on the same database, no cache of its own.
+        let server = Directory::open(&path).await.unwrap().with_lookup_cache(ttl);
         let cli = Directory::open(&path).await.unwrap();
+        (t, server, cli)
+    }
+
+    #[tokio::test]
+    async fn lookup_cache_serves_reads_and_is_cleared_by_changes() {
+        let (_t, server, cli) = server_and_cli(Duration::from_secs(3600)).await;
         cli.add_tenant("contoso").await.unwrap();
         cli.add_domain("contoso.test", "contoso").await.unwrap();
         cli.add_user("alice@contoso.test", "correct horse", true).await.unwrap();
@@ -844,16 +850,12 @@ mod tests {
 
     #[tokio::test]
     async fn lookup_cache_entries_expire() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("d.sqlite");
-        let server = Directory::open(&path).await.unwrap().with_lookup_cache(Duration::from_millis(1));
-        let cli = Directory::open(&path).await.unwrap();
+        let (_t, server, cli) = server_and_cli(Duration::from_secs(3600)).await;
         cli.add_tenant("contoso").await.unwrap();
         assert_eq!(server.domain_tenant("contoso.test").await.unwrap(), None);
-        cli.add_domain("contoso.test", "contoso").await.unwrap();
-        // Not a readiness wait: the entry must be older than its 1 ms TTL.
-        std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(server.domain_tenant("contoso.test").await.unwrap().as_deref(), Some("contoso"));
+        let kept = |ttl| server.lookups.domains.get("contoso.test", ttl);
+        assert_eq!(kept(Duration::from_secs(3600)), Some(None), "the negative answer is kept within its TTL");
+        assert_eq!(kept(Duration::ZERO), None, "an entry as old as its TTL is not served");
     }
 
     #[tokio::test]

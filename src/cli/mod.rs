@@ -250,24 +250,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&cli.config).await,
         Command::CheckConfig => check_config(&cli.config),
         Command::Demo(args) => crate::demo::run(args).await,
-        Command::Tenant(cmd) => {
-            let dir = open_directory(&cli.config).await?;
-            let r = tenant(&dir, cmd).await;
-            tell_server(&cli.config, &dir).await;
-            r
-        }
-        Command::Domain(cmd) => {
-            let dir = open_directory(&cli.config).await?;
-            let r = domain(&dir, cmd).await;
-            tell_server(&cli.config, &dir).await;
-            r
-        }
-        Command::User(cmd) => {
-            let dir = open_directory(&cli.config).await?;
-            let r = user(&dir, cmd).await;
-            tell_server(&cli.config, &dir).await;
-            r
-        }
+        Command::Tenant(cmd) => with_directory(&cli.config, |dir| Box::pin(tenant(dir, cmd))).await,
+        Command::Domain(cmd) => with_directory(&cli.config, |dir| Box::pin(domain(dir, cmd))).await,
+        Command::User(cmd) => with_directory(&cli.config, |dir| Box::pin(user(dir, cmd))).await,
         Command::Report(cmd) => report(&cli.config, cmd).await,
         Command::Usage(cmd) => usage(&cli.config, cmd).await,
         Command::Queue(cmd) => queue::run(&cli.config, cmd).await,
@@ -343,26 +328,26 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After a directory change, a running server clears its lookup cache (so the change is
-/// in force on the next AUTH or RCPT); if it cannot be told, the operator learns when
-/// the change will apply.
-async fn tell_server(config_path: &Path, dir: &Directory) {
-    if !dir.made_changes() {
-        return;
-    }
-    let Ok(config) = Config::load(config_path) else { return };
-    if let Err(e) = crate::queue::ops::notify_directory_changed(&config.control_socket()).await {
-        eprintln!(
-            "warning: the running server could not be told of this change ({e}); it applies within \
-             directory.cache_ttl ({} s)",
-            config.directory.cache_ttl
-        );
-    }
-}
-
-async fn open_directory(path: &Path) -> anyhow::Result<Directory> {
+/// Runs a `tenant|domain|user` command on the directory. After a change, a running
+/// server is told to clear its lookup cache (so the change is in force on the next AUTH
+/// or RCPT); if it cannot be told, the operator learns when the change will apply.
+async fn with_directory<F>(path: &Path, command: F) -> anyhow::Result<()>
+where
+    F: for<'a> FnOnce(&'a Directory) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>,
+{
     let config = Config::load(path)?;
-    Ok(Directory::open(&config.directory_path()).await?)
+    let dir = Directory::open(&config.directory_path()).await?;
+    let result = command(&dir).await;
+    if dir.made_changes() {
+        if let Err(e) = crate::queue::ops::notify_directory_changed(&config.control_socket()).await {
+            eprintln!(
+                "warning: the running server could not be told of this change ({e}); it applies within \
+                 directory.cache_ttl ({} s)",
+                config.directory.cache_ttl
+            );
+        }
+    }
+    result
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {

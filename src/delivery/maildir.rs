@@ -85,14 +85,14 @@ impl Maildir {
         }
         let mut dir = Some(mbox);
         while let Some(d) = dir {
-            std::fs::File::open(d)?.sync_all()?;
+            crate::durable::sync_dir(d)?;
             if d == self.root {
                 break;
             }
             dir = d.parent();
         }
         if let Some(parent) = self.root.parent() {
-            std::fs::File::open(parent)?.sync_all()?;
+            crate::durable::sync_dir(parent)?;
         }
         Ok(())
     }

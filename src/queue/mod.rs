@@ -241,10 +241,6 @@ impl Spool {
         tokio::task::spawn_blocking(move || read_envelope_file(&path)).await.map_err(io::Error::other)?
     }
 
-    /// As [`Spool::read_envelope`], blocking (for code already on a blocking thread).
-    pub fn read_envelope_blocking(&self, id: &str) -> io::Result<(Envelope, u64)> {
-        read_envelope_file(&self.msg_path(id))
-    }
 
     /// The text of an entry's log (`<ID>.log`, and a `.done` file of the earlier format).
     pub fn read_log(&self, id: &str) -> io::Result<String> {
@@ -398,8 +394,13 @@ fn make_durable_and_queue(file: &std::fs::File, from: &Path, to: &Path, dir: &Pa
 }
 
 fn read_envelope_file(path: &Path) -> io::Result<(Envelope, u64)> {
+    read_envelope_from(&std::fs::File::open(path)?)
+}
+
+/// Reads the envelope at the start of a spool file opened for reading (at offset 0),
+/// and the offset where the content starts.
+pub fn read_envelope_from(file: &std::fs::File) -> io::Result<(Envelope, u64)> {
     use std::io::BufRead;
-    let file = std::fs::File::open(path)?;
     let mut reader = std::io::BufReader::new(std::io::Read::take(file, 1 << 24));
     let mut magic = String::new();
     reader.read_line(&mut magic)?;

@@ -264,7 +264,7 @@ impl QueueRunner {
             && records.iter().all(|r| matches!(r, Record::Delivered { .. }));
         // If the removal fails, the deliveries are recorded below, or the next scan would
         // deliver again.
-        if all_delivered_now && self.finish(id).await.is_ok() {
+        if all_delivered_now && self.finish(id).is_ok() {
             return Ok(());
         }
         self.record(id, state, records).await?;
@@ -290,7 +290,7 @@ impl QueueRunner {
             self.record(id, state, vec![Record::Warned { at: now, dsn }]).await?;
         }
         if state.is_complete() {
-            self.finish(id).await?;
+            self.finish(id)?;
         }
         Ok(())
     }
@@ -320,7 +320,7 @@ impl QueueRunner {
         Ok(())
     }
 
-    async fn finish(&self, id: &str) -> io::Result<()> {
+    fn finish(&self, id: &str) -> io::Result<()> {
         // Unlinks, no fsync: on this thread (see `process`).
         self.spool.remove(id)?;
         tracing::info!(queue_id = id, "all recipients done; removed from the queue");
@@ -550,7 +550,7 @@ impl QueueRunner {
     }
 }
 
-/// What a task needs to work on one entry, read on a blocking thread in one go.
+/// What a task needs to work on one entry, read when it starts (see `process`).
 struct Prepared {
     /// The entry's lock, held until the task ends.
     lock: std::fs::File,
@@ -571,11 +571,8 @@ fn prepare(spool: &Spool, id: &str) -> io::Result<Option<Prepared>> {
         Err(e) => return Err(e),
     };
     let size = lock.metadata()?.len();
-    let (env, offset) = match spool.read_envelope_blocking(id) {
-        Ok(x) => x,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    // Through the lock's own handle: one open per entry.
+    let (env, offset) = crate::queue::read_envelope_from(&lock)?;
     let log = spool.read_log(id)?;
     Ok(Some(Prepared { lock, env, offset, log, size: size.saturating_sub(offset) }))
 }
