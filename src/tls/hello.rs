@@ -88,10 +88,13 @@ async fn read_record<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) ->
     fill(stream, buf, 5 + len).await
 }
 
+/// Reads until `buf` holds at least `want` bytes. Each read takes whatever has arrived (up
+/// to 4 KiB), so a hello that came in one segment costs one read, not a header read and a
+/// body read; bytes beyond the record are replayed with it.
 async fn fill<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>, want: usize) -> Result<(), HelloError> {
     while buf.len() < want {
         let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk[..(want - buf.len()).min(4096)]).await.map_err(|_| HelloError::Closed)?;
+        let n = stream.read(&mut chunk).await.map_err(|_| HelloError::Closed)?;
         if n == 0 {
             return Err(HelloError::Closed);
         }
@@ -221,6 +224,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
+    /// Forwarded so that rustls hands a whole flight (ServerHello .. Finished, or a
+    /// ticket and the greeting) to the kernel in one writev instead of a send per record.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -320,6 +335,56 @@ mod tests {
         let (bytes, got) = read_client_hello(&mut s, Duration::from_secs(1)).await;
         assert_eq!(got, Err(HelloError::Unparsed));
         assert_eq!(bytes, rec);
+    }
+
+    /// Records how many buffers each write was handed.
+    struct Recorder(Vec<usize>);
+    impl AsyncWrite for Recorder {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            self.0.push(1);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.push(bufs.len());
+            Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn prefixed_passes_vectored_writes_through() {
+        use tokio::io::AsyncWriteExt;
+        let mut p = Prefixed::new(Vec::new(), Recorder(Vec::new()));
+        assert!(p.is_write_vectored(), "rustls writes a flight in one call only to a vectored writer");
+        let bufs = [std::io::IoSlice::new(b"server hello"), std::io::IoSlice::new(b"certificate"), std::io::IoSlice::new(b"finished")];
+        let n = p.write_vectored(&bufs).await.unwrap();
+        assert_eq!(n, 31);
+        assert_eq!(p.inner.0, vec![3], "one write of three buffers");
+    }
+
+    #[tokio::test]
+    async fn bytes_read_past_the_hello_are_replayed_with_it() {
+        let rec = hello_record(0x0303, &[0x0304], &[0x1301], Some("mx.test"), true);
+        let mut bytes = rec.clone();
+        bytes.extend_from_slice(b"next record");
+        let (mut reader, mut writer) = tokio::io::duplex(8192);
+        use tokio::io::AsyncWriteExt;
+        writer.write_all(&bytes).await.unwrap();
+        let (got, hello) = read_client_hello(&mut reader, Duration::from_secs(1)).await;
+        assert_eq!(hello.unwrap().sni.as_deref(), Some("mx.test"));
+        assert_eq!(got, bytes, "whatever was read past the record is replayed with it");
     }
 
     #[tokio::test]
