@@ -31,6 +31,9 @@ pub fn openssl_acceptor(pairs: &[CertificatePair]) -> Result<SslAcceptor, TlsErr
     b.set_min_proto_version(Some(SslVersion::TLS1)).map_err(|e| ssl_err("OpenSSL minimum version", e))?;
     b.set_cipher_list(LEGACY_CIPHERS).map_err(|e| ssl_err("OpenSSL cipher list", e))?;
     b.set_security_level(0);
+    // Read whatever has arrived into OpenSSL's record buffer instead of a header read and
+    // a body read per record (a TLS 1.0 client's second flight is three records).
+    b.set_read_ahead(true);
     for pair in pairs {
         let cert_path = pair.cert.display().to_string();
         let key_path = pair.key.display().to_string();
