@@ -10,19 +10,26 @@
 #      default 10000, 2000 with --quick; Postfix holds at most default_process_limit = 300 sessions, one smtpd process
 #      each, so it is measured at 300 and compared per session)
 # Prints a table of ratios and, last, `ratio msgs/s mailgate/postfix = X.XX` (scenario a).
-# Usage: bench/compare-postfix.sh [--quick] [--duration D] [--rounds R] [--idle N]
+# Usage: bench/compare-postfix.sh [--quick] [--duration D] [--rounds R] [--idle N] [--fs-image]
 #   --quick: 6 s per run, one round (finishes within 150 s). Default: 20 s, 2 rounds.
+#   --fs-image: put both servers' queues and Maildirs on a fresh ext4 *with a journal*, made in
+#     an 8 GiB sparse file under $TMPDIR and loop-mounted for the run (root; unmounted at exit).
+#     Use it where the machine's own filesystem is unlike a mail server's: ext4 without a
+#     journal skips recently deleted inodes at every file creation, which under a mail queue's
+#     churn costs both servers more and more CPU as a run goes on (BENCHMARKS.md, pitfalls).
+#     The header says which filesystem the run used.
 # Installs postfix, sasl2-bin and libsasl2-modules when missing (as root); writes
 # /etc/postfix/sasl/smtpd.conf (Cyrus reads only that path) and removes it if it made it.
 # Stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-D=20; ROUNDS=2; C=64; IDLE=10000; HOLD=30
+D=20; ROUNDS=2; C=64; IDLE=10000; HOLD=30; FS_IMAGE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) D=6; ROUNDS=1; HOLD=10; IDLE=2000; shift;; --duration) D=$2; shift 2;; --rounds) ROUNDS=$2; shift 2;;
     --idle) IDLE=$2; shift 2;;
-    *) echo "usage: $0 [--quick] [--duration D] [--rounds R]" >&2; exit 2;;
+    --fs-image) FS_IMAGE=1; shift;;
+    *) echo "usage: $0 [--quick] [--duration D] [--rounds R] [--idle N] [--fs-image]" >&2; exit 2;;
   esac
 done
 if ! command -v postfix >/dev/null || ! command -v saslpasswd2 >/dev/null; then
@@ -31,15 +38,43 @@ if ! command -v postfix >/dev/null || ! command -v saslpasswd2 >/dev/null; then
 fi
 cargo build --release --quiet --bin mailgate --bin mailgate-load
 M=$PWD/target/release/mailgate; L=$PWD/target/release/mailgate-load; P=$PWD/bench/proctree.py
-work=$(mktemp -d); chmod 755 "$work"
+mnt=""; image=""
+if [ -n "$FS_IMAGE" ]; then
+  image=$(mktemp "${TMPDIR:-/tmp}/mailgate-bench-fs.XXXXXX"); mnt=$(mktemp -d)
+  truncate -s 8G "$image" && mkfs.ext4 -q -F "$image" && mount -o loop "$image" "$mnt" \
+    || { echo "--fs-image: could not make and loop-mount an ext4 image (needs root and loop devices)" >&2; rm -f "$image"; rmdir "$mnt"; exit 1; }
+  work=$(TMPDIR=$mnt mktemp -d)
+else
+  work=$(mktemp -d)
+fi
+chmod 755 "$work"
 mg_pid=""; pf_started=""; sasl_conf=/etc/postfix/sasl/smtpd.conf; made_sasl=""; made_user=""; added_group=""
 cleanup() {
   [ -n "$mg_pid" ] && kill "$mg_pid" 2>/dev/null && wait "$mg_pid" 2>/dev/null
-  [ -n "$pf_started" ] && postfix -c "$work/postfix" stop >/dev/null 2>&1
+  if [ -n "$pf_started" ]; then
+    postfix -c "$work/postfix" stop >/dev/null 2>&1
+    # postfix stop signals the master and returns: wait for it to be gone.
+    for _ in $(seq 1 100); do [ -n "${PF_MASTER:-}" ] && kill -0 "$PF_MASTER" 2>/dev/null || break; sleep 0.1; done
+  fi
   [ -n "$made_sasl" ] && rm -f "$sasl_conf"
   [ -n "$made_user" ] && saslpasswd2 -d -u bench.test load 2>/dev/null
   [ -n "$added_group" ] && deluser postfix sasl >/dev/null 2>&1
   if [ -n "${KEEP_WORK:-}" ]; then echo "work directory kept: $work" >&2; else rm -rf "$work"; fi
+  if [ -n "$mnt" ] && [ -z "${KEEP_WORK:-}" ]; then
+    umount "$mnt" 2>/dev/null || umount -l "$mnt"
+    rmdir "$mnt"; rm -f "$image"
+  fi
+}
+# fs_desc DIR -> "ext4 on /dev/vda, no journal" (jbd2 lists the journaled ext4 devices)
+fs_desc() {
+  local src type dev
+  read -r src type < <(findmnt -no SOURCE,FSTYPE -T "$1")
+  dev=$(basename "$src")
+  if [ "$type" = ext4 ]; then
+    if ls /proc/fs/jbd2 2>/dev/null | grep -q "^$dev-"; then echo "$type on $src, with a journal"; else echo "$type on $src, no journal"; fi
+  else
+    echo "$type on $src"
+  fi
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -228,7 +263,7 @@ read -r pf_peak pf_base pf_held < <(idle "$PF_MASTER" "$PF_PORT" 300)
 read -r mg_peak mg_base mg_held < <(idle "$mg_pid" "$MG_PORT" "$IDLE")
 echo "{\"idle\": {\"postfix\": [$pf_peak, $pf_base, $pf_held], \"mailgate\": [$mg_peak, $mg_base, $mg_held]}}" > "$work/idle.json"
 
-python3 - "$results" "$D" "$C" "$work/idle.json" <<'PY'
+python3 - "$results" "$D" "$C" "$work/idle.json" "$(fs_desc "$work")" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def agg(sc, server):
@@ -243,6 +278,7 @@ def agg(sc, server):
             "rss_mb": max(r["peak_rss_kib"] for r in rs) / 1024, "errors": sum(sum(r["errors"].values()) for r in rs)}
 names = {"a": "a 64c TLS1.3 10KB", "b": "b 64c TLS1.2 10KB", "c": "c 64c TLS1.0 10KB", "d": "d 10 msgs/session"}
 print(f"\nMailgate vs Postfix, {sys.argv[3]} clients, {sys.argv[2]} s per run, same machine (2 cores shared with the load generator)")
+print(f"queues and Maildirs on {sys.argv[5]}")
 print("msgs/s = messages delivered into the Maildir / (load time + time to drain the queue); CPU includes that delivery work;")
 print("load s/1k = the load generator's own CPU per 1000 messages (it runs on the same two cores)")
 print(f"{'scenario':<20} {'msgs/s M':>9} {'msgs/s P':>9} {'ratio':>6} {'p99 ms M':>9} {'p99 ms P':>9} {'ratio':>6} {'CPU s/1k M':>10} {'CPU s/1k P':>10} {'load s/1k M/P':>14} {'PSS MB M':>9} {'PSS MB P':>9} {'err M/P':>8}")

@@ -159,8 +159,8 @@ impl Default for DeliveryConfig {
             local: LocalDelivery::Maildir,
             smarthost: None,
             tenants: HashMap::new(),
-            concurrency: 20,
-            destination_concurrency: 10,
+            concurrency: 100,
+            destination_concurrency: 20,
             lmtp_timeout: Duration::from_secs(300),
         }
     }
