@@ -461,13 +461,7 @@ impl Directory {
 
     /// A tenant's legacy-TLS settings (cached on a server; a CLI change applies at once).
     pub async fn legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
-        if let Some(s) = self.lookups.legacy.get(tenant, self.lookups.ttl) {
-            return Ok(s);
-        }
-        let generation = self.lookups.generation();
-        let settings = self.read_legacy_settings(tenant).await?;
-        self.lookups.put(&self.lookups.legacy, tenant, settings.clone(), generation);
-        Ok(settings)
+        self.cached(&self.lookups.legacy, tenant, self.read_legacy_settings(tenant)).await
     }
 
     async fn read_legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
@@ -558,17 +552,15 @@ impl Directory {
     /// The tenant that owns an accepted domain, if any.
     pub async fn domain_tenant(&self, domain: &str) -> Result<Option<String>> {
         let d = domain.trim_end_matches('.').to_lowercase();
-        if let Some(t) = self.lookups.domains.get(&d, self.lookups.ttl) {
-            return Ok(t);
-        }
-        let generation = self.lookups.generation();
-        let tenant: Option<String> =
-            sqlx::query_scalar("SELECT t.name FROM domains d JOIN tenants t ON t.id = d.tenant_id WHERE d.name = ?")
-                .bind(&d)
-                .fetch_optional(&self.pool)
-                .await?;
-        self.lookups.put(&self.lookups.domains, &d, tenant.clone(), generation);
-        Ok(tenant)
+        let read = async {
+            let tenant: Option<String> =
+                sqlx::query_scalar("SELECT t.name FROM domains d JOIN tenants t ON t.id = d.tenant_id WHERE d.name = ?")
+                    .bind(&d)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(tenant)
+        };
+        self.cached(&self.lookups.domains, &d, read).await
     }
 
     // ---- users ------------------------------------------------------------------------------
@@ -623,14 +615,24 @@ impl Directory {
 
     /// A user with the stored hash, by lower-case address: from the lookup cache or read.
     async fn user_record(&self, address: &str) -> Result<Option<UserRecord>> {
-        if let Some(r) = self.lookups.users.get(address, self.lookups.ttl) {
-            return Ok(r);
+        let read = async {
+            let row = sqlx::query(USER_SELECT_ONE).bind(address).fetch_optional(&self.pool).await?;
+            Ok(row.as_ref().map(|row| UserRecord { user: user_from_row(row), password_hash: row.get("password_hash") }))
+        };
+        self.cached(&self.lookups.users, address, read).await
+    }
+
+    /// A hot-path read through the lookup cache: served from `map` within the TTL, else
+    /// read by `read` (a future: it runs only on a miss) and kept unless the cache was
+    /// cleared while it ran (the generation is taken before the read starts).
+    async fn cached<T: Clone>(&self, map: &TtlMap<T>, key: &str, read: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        if let Some(v) = map.get(key, self.lookups.ttl) {
+            return Ok(v);
         }
         let generation = self.lookups.generation();
-        let row = sqlx::query(USER_SELECT_ONE).bind(address).fetch_optional(&self.pool).await?;
-        let record = row.as_ref().map(|row| UserRecord { user: user_from_row(row), password_hash: row.get("password_hash") });
-        self.lookups.put(&self.lookups.users, address, record.clone(), generation);
-        Ok(record)
+        let value = read.await?;
+        self.lookups.put(map, key, value.clone(), generation);
+        Ok(value)
     }
 
     pub async fn set_user(&self, address: &str, changes: &UserChanges) -> Result<User> {

@@ -690,7 +690,6 @@ fn tls12_hello() -> Vec<u8> {
     client_hello(0x0301, 0x0303, &[0xc02f, 0xc030, 0x009c], &ext)
 }
 
-
 /// The first flight of a real (rustls) client: one record holding its ClientHello.
 fn rustls_hello(conn: &mut rustls::ClientConnection) -> Vec<u8> {
     let mut hello = Vec::new();

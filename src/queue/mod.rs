@@ -241,7 +241,6 @@ impl Spool {
         tokio::task::spawn_blocking(move || read_envelope_file(&path)).await.map_err(io::Error::other)?
     }
 
-
     /// The text of an entry's log (`<ID>.log`, and a `.done` file of the earlier format).
     pub fn read_log(&self, id: &str) -> io::Result<String> {
         let mut text = String::new();
