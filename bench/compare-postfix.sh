@@ -36,8 +36,8 @@ if ! command -v postfix >/dev/null || ! command -v saslpasswd2 >/dev/null; then
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix sasl2-bin libsasl2-modules >/dev/null
 fi
-cargo build --release --quiet --bin mailgate --bin mailgate-load
-M=$PWD/target/release/mailgate; L=$PWD/target/release/mailgate-load; P=$PWD/bench/proctree.py
+. bench/build.sh
+P=$PWD/bench/proctree.py
 mnt=""; image=""
 if [ -n "$FS_IMAGE" ]; then
   image=$(mktemp "${TMPDIR:-/tmp}/mailgate-bench-fs.XXXXXX"); mnt=$(mktemp -d)
@@ -279,6 +279,8 @@ def agg(sc, server):
 names = {"a": "a 64c TLS1.3 10KB", "b": "b 64c TLS1.2 10KB", "c": "c 64c TLS1.0 10KB", "d": "d 10 msgs/session"}
 print(f"\nMailgate vs Postfix, {sys.argv[3]} clients, {sys.argv[2]} s per run, same machine (2 cores shared with the load generator)")
 print(f"queues and Maildirs on {sys.argv[5]}")
+ossl = sorted({x["r"].get("client_openssl", "?") for x in rows if x["scenario"] == "c"})
+print(f"load generator's clients: rustls (TLS 1.2/1.3), {', '.join(ossl) or '?'} (TLS 1.0)")
 print("msgs/s = messages delivered into the Maildir / (load time + time to drain the queue); CPU includes that delivery work;")
 print("load s/1k = the load generator's own CPU per 1000 messages (it runs on the same two cores)")
 print(f"{'scenario':<20} {'msgs/s M':>9} {'msgs/s P':>9} {'ratio':>6} {'p99 ms M':>9} {'p99 ms P':>9} {'ratio':>6} {'CPU s/1k M':>10} {'CPU s/1k P':>10} {'load s/1k M/P':>14} {'PSS MB M':>9} {'PSS MB P':>9} {'err M/P':>8}")

@@ -12,7 +12,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--duration D] [--concurrency C]" >&2; exit 2;;
   esac
 done
-cargo build --release --quiet --bin mailgate --bin mailgate-load
+. bench/build.sh
 work=$(mktemp -d)
 server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
@@ -38,7 +38,7 @@ listen = ["127.0.0.1:0"]
 tls_mode = "implicit"
 tls_versions = ["1.0", "1.1", "1.2", "1.3"]
 TOML
-target/release/mailgate serve --config "$work/mailgate.toml" > "$work/out" 2> "$work/err" &
+"$M" serve --config "$work/mailgate.toml" > "$work/out" 2> "$work/err" &
 server_pid=$!
 for _ in $(seq 1 100); do [ "$(grep -c listening "$work/out" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
 std=$(awk '$2=="standard-implicit"{print $3}' "$work/out")
@@ -50,7 +50,7 @@ run() { # label addr tls -> the load generator's JSON with the server's CPU seco
   local before after
   before=$(cpu_ticks)
   local json
-  json=$(target/release/mailgate-load --addr "$2" --mode implicit --tls "$3" -c "$C" --duration "$D" --handshake-only --json --label "$1" | tail -1)
+  json=$("$L" --addr "$2" --mode implicit --tls "$3" -c "$C" --duration "$D" --handshake-only --json --label "$1" | tail -1)
   after=$(cpu_ticks)
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["server_cpu_s"]=(int(sys.argv[2])-int(sys.argv[3]))/int(sys.argv[4]); print(json.dumps(r))' \
     "$json" "$after" "$before" "$(getconf CLK_TCK)"

@@ -16,9 +16,7 @@ while [ $# -gt 0 ]; do
     *) echo "usage: $0 [--events N] [--duration D] [--concurrency C] [--skip-load DIR]" >&2; exit 2;;
   esac
 done
-cargo build --release --quiet --bin mailgate --bin mailgate-load
-M=$PWD/target/release/mailgate
-L=$PWD/target/release/mailgate-load
+. bench/build.sh
 work=$(mktemp -d)
 server_pid=""
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }

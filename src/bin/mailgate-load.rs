@@ -352,7 +352,7 @@ async fn main() -> anyhow::Result<()> {
     let label = if a.label.is_empty() { format!("{} TLS {}", a.mode, a.tls) } else { a.label.clone() };
     let cpu = own_cpu_seconds();
     println!("{label}: {} sessions, {} messages in {secs:.1} s, concurrency {}", all.sessions, all.messages, a.concurrency);
-    println!("  load generator CPU {cpu:.2} s (it shares the machine with the server)");
+    println!("  load generator CPU {cpu:.2} s (it shares the machine with the server); its TLS 1.0/1.1 client: {}", openssl::version::version());
     println!("  sessions/s {:.1}   messages/s {:.1}", all.sessions as f64 / secs, all.messages as f64 / secs);
     println!("  {:<12} {:>9} {:>9} {:>9}", "phase (ms)", "p50", "p90", "p99");
     for (name, p50, p90, p99) in &phases {
@@ -374,6 +374,7 @@ async fn main() -> anyhow::Result<()> {
             "errors": all.errors,
             "peak_held": peak_held,
             "client_cpu_s": cpu,
+            "client_openssl": openssl::version::version(),
         });
         println!("{json}");
     }
