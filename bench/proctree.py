@@ -7,7 +7,15 @@
                                processes sharing them) of PID and its live descendants, KiB;
                                plain RSS summed over Postfix's many processes would count
                                shared libraries once per process
-  proctree.py peak PID SECONDS sample that every 0.2 s for SECONDS; print the peak KiB
+  proctree.py peak PID SECONDS [INTERVAL]
+                               sample that every INTERVAL s (default 0.2) for SECONDS; print
+                               the peak KiB. Each sample reads every process's smaps_rollup:
+                               with Postfix's hundreds of processes that costs CPU the
+                               servers share, so throughput runs sample once a second
+  proctree.py machine          CPU seconds the whole machine has been busy since boot, all
+                               cores (/proc/stat: user, nice, system, irq, softirq; not idle,
+                               iowait or steal): the server, the load generator, the kernel's
+                               I/O threads (jbd2, loop, kworker) and everything else
 """
 import os
 import sys
@@ -65,15 +73,28 @@ def rss(root):
     return total
 
 
+def machine():
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+    return (user + nice + system + irq + softirq) / TICK
+
+
 if __name__ == "__main__":
-    cmd, pid = sys.argv[1], int(sys.argv[2])
+    cmd = sys.argv[1]
+    if cmd == "machine":
+        print(f"{machine():.2f}")
+        sys.exit(0)
+    pid = int(sys.argv[2])
     if cmd == "cpu":
         print(f"{cpu(pid):.2f}")
     elif cmd == "rss":
         print(rss(pid))
     elif cmd == "peak":
         end, peak = time.time() + float(sys.argv[3]), 0
+        interval = float(sys.argv[4]) if len(sys.argv) > 4 else 0.2
         while time.time() < end:
             peak = max(peak, rss(pid))
-            time.sleep(0.2)
+            time.sleep(interval)
         print(peak)

@@ -24,8 +24,9 @@ struct Args {
     /// Server address (127.0.0.1:PORT).
     #[arg(long)]
     addr: SocketAddr,
-    /// `starttls` or `implicit`.
-    #[arg(long, default_value = "starttls")]
+    /// `starttls`, `implicit`, or `plain` (no TLS at all: with --handshake-only, the floor
+    /// of a session without TLS: connect, greeting, QUIT).
+    #[arg(long, default_value = "starttls", value_parser = ["starttls", "implicit", "plain"])]
     mode: String,
     /// TLS version: 1.0, 1.1, 1.2 or 1.3.
     #[arg(long, default_value = "1.3")]
@@ -233,7 +234,10 @@ async fn session(a: &Args, conn: &Connector, stats: &mut Stats, n: u64) -> Resul
     let mut buf = Vec::new();
     let mut tcp = TcpStream::connect(a.addr).await.map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).ok();
-    let mut s: Box<dyn Io> = if a.mode == "implicit" {
+    let mut s: Box<dyn Io> = if a.mode == "plain" {
+        reply(&mut tcp, &mut buf).await.map_err(|e| format!("io: {e}"))?;
+        Box::new(tcp)
+    } else if a.mode == "implicit" {
         let mut s = conn.wrap(tcp).await.map_err(|e| format!("tls: {e}"))?;
         match reply(&mut s, &mut buf).await {
             Ok(220) => s,
@@ -253,7 +257,7 @@ async fn session(a: &Args, conn: &Connector, stats: &mut Stats, n: u64) -> Resul
     drop(connecting);
     if a.handshake_only {
         if a.hold > 0 {
-            if a.mode == "implicit" {
+            if a.mode != "starttls" {
                 cmd(&mut s, &mut buf, b"EHLO load.test\r\n", 250).await?;
             }
             let now = HELD.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -264,7 +268,7 @@ async fn session(a: &Args, conn: &Connector, stats: &mut Stats, n: u64) -> Resul
         let _ = s.write_all(b"QUIT\r\n").await;
         return Ok(());
     }
-    if a.mode == "implicit" {
+    if a.mode != "starttls" {
         cmd(&mut s, &mut buf, b"EHLO load.test\r\n", 250).await?;
     }
     let t = Instant::now();
