@@ -62,6 +62,8 @@ run() { # label addr tls [mode] -> the load generator's JSON with the server's C
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["server_cpu_s"]=(int(sys.argv[2])-int(sys.argv[3]))/int(sys.argv[4]); print(json.dumps(r))' \
     "$json" "$after" "$before" "$(getconf CLK_TCK)"
 }
+speed() { openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/{print $6}'; }
+sign_before=$(speed)
 results=()
 results+=("$(run 'rustls TLS 1.3 (standard)' "$std" 1.3)")
 results+=("$(run 'rustls TLS 1.2 (standard)' "$std" 1.2)")
@@ -69,7 +71,10 @@ results+=("$(run 'OpenSSL TLS 1.0 (legacy)' "$leg" 1.0)")
 results+=("$(run 'OpenSSL TLS 1.1 (legacy)' "$leg" 1.1)")
 results+=("$(run 'rustls TLS 1.3 (legacy endpoint)' "$leg" 1.3)")
 floor=$(run 'no TLS (floor: connect, greeting, QUIT)' "$plain" 1.3 plain)
-sign=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048 bits/{print $6}')
+sign_after=$(speed)
+# The host's speed drifts by 20 % within minutes here: the mean of a measurement before and
+# after the runs is the reference.
+sign=$(python3 -c 'import sys; v=[float(x) for x in sys.argv[1:] if x]; print(f"{sum(v)/len(v):.1f}" if v else "")' "$sign_before" "$sign_after")
 echo
 echo "Handshakes, implicit TLS, RSA-2048, concurrency $C, $D s each, $(nproc) cores (client and server share them)"
 printf '%-34s %12s %10s %10s %14s %8s\n' "path" "handshakes/s" "p50 ms" "p99 ms" "server CPU ms" "errors"
@@ -83,7 +88,7 @@ print(f'{r["label"]:<34} {r["sessions_per_sec"]:>12.1f} {p["p50"]:>10.2f} {p["p9
 PY
 done
 echo "server CPU ms = server CPU time per handshake (the portable figure: the load generator shares the cores)"
-echo "openssl speed rsa2048: ${sign:-?} signs/s per core (one RSA signature per full handshake)"
+echo "openssl speed rsa2048: ${sign:-?} signs/s per core, mean of ${sign_before:-?} before and ${sign_after:-?} after the runs (one RSA signature per full handshake)"
 # Against the target: handshakes per server CPU-second as a share of the signature-only rate.
 for r in "${results[@]}"; do
   python3 - "$r" "${sign:-0}" <<'PY'
