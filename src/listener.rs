@@ -320,7 +320,7 @@ impl Connection {
     }
 
     /// After the handshake: explain and close, or run the session inside TLS.
-    async fn serve_tls<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn serve_tls<S: SessionIo>(
         &mut self,
         mut tls: S,
         facts: TlsFacts,
@@ -370,7 +370,7 @@ impl Connection {
     }
 
     /// Moves bytes between `stream` and `session` until the session closes or asks for TLS.
-    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    async fn drive<S: SessionIo>(
         &mut self,
         mut stream: S,
         session: &mut Session,
@@ -424,6 +424,10 @@ impl Connection {
             };
             tracing::trace!(bytes = n, "read");
             let flow = session.ingest(&mut input, &mut out).await;
+            if let Flow::Close = flow {
+                finish(&mut stream, &mut out).await;
+                return DriveEnd::Closed;
+            }
             if write_out(&mut stream, &mut out).await.is_err() {
                 session.abort();
                 return DriveEnd::Closed;
@@ -431,13 +435,8 @@ impl Connection {
             if input.is_empty() && input.capacity() > 4 * READ_CHUNK {
                 input = Vec::new();
             }
-            match flow {
-                Flow::Continue => {}
-                Flow::StartTls => return DriveEnd::StartTls(stream),
-                Flow::Close => {
-                    let _ = stream.shutdown().await;
-                    return DriveEnd::Closed;
-                }
+            if let Flow::StartTls = flow {
+                return DriveEnd::StartTls(stream);
             }
         }
     }
@@ -511,10 +510,149 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> 
     r
 }
 
-async fn close_with<S: AsyncWrite + Unpin>(mut stream: S, reply: Reply) -> DriveEnd<S> {
+async fn close_with<S: SessionIo>(mut stream: S, reply: Reply) -> DriveEnd<S> {
     let mut out = Vec::new();
     reply.write_to(&mut out);
-    let _ = write_out(&mut stream, &mut out).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+    finish(&mut stream, &mut out).await;
     DriveEnd::Closed
+}
+
+/// Writes the session's last reply and ends the stream (TLS close_notify, then TCP FIN).
+/// Under rustls the reply and close_notify leave in one write instead of two.
+async fn finish<S: SessionIo>(stream: &mut S, out: &mut Vec<u8>) {
+    let taken = stream.queue_last(out);
+    out.drain(..taken);
+    let _ = write_out(stream, out).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+}
+
+/// A stream a session runs over: plain TCP, rustls or OpenSSL.
+pub(crate) trait SessionIo: AsyncRead + AsyncWrite + Unpin {
+    /// Takes as much of the session's last reply as the TLS layer can hold, with
+    /// close_notify after it when it took all, without writing to the socket: the
+    /// `shutdown` that follows sends both at once. Returns the bytes taken (0: none).
+    fn queue_last(&mut self, _last: &[u8]) -> usize {
+        0
+    }
+}
+
+impl SessionIo for TcpStream {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SessionIo for tokio_openssl::SslStream<S> {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SessionIo for tokio_rustls::server::TlsStream<S> {
+    fn queue_last(&mut self, last: &[u8]) -> usize {
+        use std::io::Write;
+        let conn = self.get_mut().1;
+        // rustls takes plaintext up to its buffer limit and encrypts it at once; a second
+        // close_notify from tokio-rustls's shutdown is a no-op in rustls.
+        let taken = conn.writer().write(last).unwrap_or(0);
+        if taken == last.len() {
+            conn.send_close_notify();
+        }
+        taken
+    }
+}
+
+impl<T: SessionIo + ?Sized> SessionIo for &mut T {
+    fn queue_last(&mut self, last: &[u8]) -> usize {
+        (**self).queue_last(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll};
+
+    /// Counts the writes that reach the stream below TLS (each one a syscall on a socket).
+    struct CountWrites<S> {
+        inner: S,
+        writes: Arc<AtomicUsize>,
+    }
+    impl<S: AsyncRead + Unpin> AsyncRead for CountWrites<S> {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+    impl<S: AsyncWrite + Unpin> AsyncWrite for CountWrites<S> {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            // As writev: all buffers in one call (the duplex below takes one slice).
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            Pin::new(&mut self.inner).poll_write(cx, &joined)
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_last_reply_and_close_notify_leave_in_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = crate::tls::self_signed_rsa(&["localhost"], 2).unwrap();
+        let pair = crate::config::CertificatePair { cert: dir.path().join("cert.pem"), key: dir.path().join("key.pem") };
+        std::fs::write(&pair.cert, &cert).unwrap();
+        std::fs::write(&pair.key, &key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::rustls_config(&[pair]).unwrap());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut cert.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let writes = Arc::new(AtomicUsize::new(0));
+        let counted = CountWrites { inner: server_io, writes: writes.clone() };
+        let server = tokio::spawn(async move { acceptor.accept(counted).await.unwrap() });
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = connector.connect(name, client_io).await.unwrap();
+        let mut server = server.await.unwrap();
+
+        let before = writes.load(Ordering::SeqCst);
+        let mut out = b"221 2.0.0 Bye\r\n".to_vec();
+        finish(&mut server, &mut out).await;
+        assert_eq!(writes.load(Ordering::SeqCst) - before, 1, "221 and close_notify in one write");
+        // read_to_end succeeds only if the stream ended with close_notify, not a bare EOF.
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("a clean TLS close");
+        assert_eq!(got, b"221 2.0.0 Bye\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_plain_session_gets_its_last_reply_then_eof() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut out = b"421 4.3.2 Service shutting down\r\n".to_vec();
+        finish(&mut server, &mut out).await;
+        assert_eq!(client.await.unwrap(), b"421 4.3.2 Service shutting down\r\n");
+    }
 }
