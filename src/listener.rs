@@ -425,7 +425,9 @@ impl Connection {
             tracing::trace!(bytes = n, "read");
             let flow = session.ingest(&mut input, &mut out).await;
             if let Flow::Close = flow {
-                finish(&mut stream, &mut out).await;
+                if finish(&mut stream, &mut out).await.is_err() {
+                    session.abort();
+                }
                 return DriveEnd::Closed;
             }
             if write_out(&mut stream, &mut out).await.is_err() {
@@ -513,17 +515,19 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> 
 async fn close_with<S: SessionIo>(mut stream: S, reply: Reply) -> DriveEnd<S> {
     let mut out = Vec::new();
     reply.write_to(&mut out);
-    finish(&mut stream, &mut out).await;
+    let _ = finish(&mut stream, &mut out).await;
     DriveEnd::Closed
 }
 
 /// Writes the session's last reply and ends the stream (TLS close_notify, then TCP FIN).
 /// Under rustls the reply and close_notify leave in one write instead of two.
-async fn finish<S: SessionIo>(stream: &mut S, out: &mut Vec<u8>) {
+/// The error is the reply's write's; the shutdown's is not reported.
+async fn finish<S: SessionIo>(stream: &mut S, out: &mut Vec<u8>) -> std::io::Result<()> {
     let taken = stream.queue_last(out);
     out.drain(..taken);
-    let _ = write_out(stream, out).await;
+    let written = write_out(stream, out).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+    written
 }
 
 /// A stream a session runs over: plain TCP, rustls or OpenSSL.
@@ -632,7 +636,7 @@ mod tests {
 
         let before = writes.load(Ordering::SeqCst);
         let mut out = b"221 2.0.0 Bye\r\n".to_vec();
-        finish(&mut server, &mut out).await;
+        finish(&mut server, &mut out).await.unwrap();
         assert_eq!(writes.load(Ordering::SeqCst) - before, 1, "221 and close_notify in one write");
         // read_to_end succeeds only if the stream ended with close_notify, not a bare EOF.
         let mut got = Vec::new();
@@ -652,7 +656,7 @@ mod tests {
         });
         let (mut server, _) = listener.accept().await.unwrap();
         let mut out = b"421 4.3.2 Service shutting down\r\n".to_vec();
-        finish(&mut server, &mut out).await;
+        finish(&mut server, &mut out).await.unwrap();
         assert_eq!(client.await.unwrap(), b"421 4.3.2 Service shutting down\r\n");
     }
 }
