@@ -613,18 +613,10 @@ mod tests {
         let pair = crate::config::CertificatePair { cert: dir.path().join("cert.pem"), key: dir.path().join("key.pem") };
         std::fs::write(&pair.cert, &cert).unwrap();
         std::fs::write(&pair.key, &key).unwrap();
+        // The client: the smart-host client's configuration, trusting only this certificate.
+        let roots = crate::delivery::smarthost::load_ca_file(&pair.cert).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(crate::delivery::smarthost::client_config(roots).unwrap()));
         let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::rustls_config(&[pair]).unwrap());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut cert.as_bytes()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let client_config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
 
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
         let writes = Arc::new(AtomicUsize::new(0));

@@ -544,7 +544,7 @@ pub fn check_offline(config: &Smarthost) -> Result<(), String> {
 }
 
 /// The CA certificates of a PEM file, read at each connection (so a renewed CA needs no restart).
-fn load_ca_file(path: &Path) -> Result<Arc<RootCertStore>, String> {
+pub(crate) fn load_ca_file(path: &Path) -> Result<Arc<RootCertStore>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
