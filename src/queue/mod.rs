@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+pub mod journal;
 pub mod ops;
 pub mod runner;
 pub mod state;
@@ -68,6 +69,8 @@ pub struct Spool {
     queue: PathBuf,
     counter: AtomicU64,
     notify: mpsc::UnboundedSender<String>,
+    /// The server's group commit; `None` for `mailgate queue`, which never queues mail.
+    journal: Option<Arc<journal::Journal>>,
 }
 
 /// Removes a file when dropped unless disarmed: an unacknowledged message never survives.
@@ -132,6 +135,7 @@ pub struct SpoolWriter {
     queue_dir: PathBuf,
     notify: mpsc::UnboundedSender<String>,
     content_bytes: u64,
+    journal: Option<Arc<journal::Journal>>,
 }
 
 impl Spool {
@@ -146,6 +150,12 @@ impl Spool {
         for d in [dir, dir.parent().unwrap_or(dir)] {
             std::fs::File::open(d)?.sync_all()?;
         }
+        // First close the window the journal left open, if the last run ended abruptly.
+        let journal_dir = dir.join("journal");
+        let r = journal::recover(&journal_dir, &incoming, &queue)?;
+        if r.segments > 0 {
+            tracing::info!(segments = r.segments, records = r.records, repaired = r.repaired, torn = r.torn, "spool journal recovered");
+        }
         for entry in std::fs::read_dir(&incoming)? {
             let path = entry?.path();
             tracing::info!(file = %path.display(), "removing unacknowledged message left by an interrupted session");
@@ -159,8 +169,9 @@ impl Spool {
                 std::fs::remove_file(&path)?;
             }
         }
+        let journal = Some(Arc::new(journal::Journal::start(&journal_dir, &incoming, &queue)?));
         let (tx, rx) = mpsc::unbounded_channel();
-        let spool = Spool { incoming, queue, counter: AtomicU64::new(0), notify: tx };
+        let spool = Spool { incoming, queue, counter: AtomicU64::new(0), notify: tx, journal };
         Ok((Arc::new(spool), rx))
     }
 
@@ -172,7 +183,7 @@ impl Spool {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("no spool at {} (has the server run yet?)", dir.display())));
         }
         let (tx, _) = mpsc::unbounded_channel();
-        Ok(Arc::new(Spool { incoming: dir.join("incoming"), queue, counter: AtomicU64::new(0), notify: tx }))
+        Ok(Arc::new(Spool { incoming: dir.join("incoming"), queue, counter: AtomicU64::new(0), notify: tx, journal: None }))
     }
 
     /// A new queue id: microseconds since the epoch and a counter, 16 upper-case hex digits.
@@ -202,6 +213,7 @@ impl Spool {
             queue_dir: self.queue.clone(),
             notify: self.notify.clone(),
             content_bytes: 0,
+            journal: self.journal.clone(),
         })
     }
 
@@ -354,10 +366,17 @@ impl SpoolWriter {
         Ok(())
     }
 
-    /// Makes the message durable and queues it, in one hand-off to the blocking pool:
-    /// write what is buffered, fsync the file, rename it into the queue, fsync the queue
-    /// directory. After this returns Ok the client may be told `250`.
+    /// Makes the message durable and queues it. After this returns Ok the client may be
+    /// told `250`. A message still in the buffer goes through the journal's group commit
+    /// ([`journal`]); one that spilled to a file (larger than the buffer), or any message
+    /// without a journal, in one hand-off to the blocking pool: write what is buffered,
+    /// fsync the file, link it into the queue, fsync the queue directory.
     pub async fn commit(mut self) -> io::Result<String> {
+        if let (FileSlot::NotYet, Some(journal)) = (&self.file, self.journal.clone()) {
+            journal.commit(self.id.clone(), std::mem::take(&mut self.buf)).await?;
+            let _ = self.notify.send(self.id.clone());
+            return Ok(self.id);
+        }
         let file = self.file.take()?;
         let buf = std::mem::take(&mut self.buf);
         let from = self.path.clone();

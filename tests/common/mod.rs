@@ -218,8 +218,11 @@ key = "key.pem"
     }
 
     /// Queue entries and files still being received.
+    /// The spool's files, without the journal's segments: a record there is a queue
+    /// entry only while its file is in `queue/` (see src/queue/journal.rs).
     pub fn spool_files(&self) -> Vec<PathBuf> {
-        walk(&self.data_dir().join("spool"))
+        let journal = self.data_dir().join("spool/journal");
+        walk(&self.data_dir().join("spool")).into_iter().filter(|f| !f.starts_with(&journal)).collect()
     }
 
     /// Waits until the queue runner has handled everything it can (no `.msg` left whose
