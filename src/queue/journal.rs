@@ -26,7 +26,6 @@
 //! that fails makes the writer start a new segment, so a torn or corrupt record can only
 //! be the last one of its segment (a crash mid-write): reading stops there.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +38,8 @@ const ROTATE_AFTER: Duration = Duration::from_secs(1);
 const ROTATE_SIZE: u64 = 64 << 20;
 /// At most this many commits share one fdatasync (bounds one batch's memory and latency).
 const MAX_BATCH: usize = 256;
-const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+/// CRC-32C, sliced by 16 (about four times the byte-wise table's speed).
+const CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
 
 /// Where one message's files go.
 struct Paths {
@@ -282,8 +282,7 @@ impl Writer {
     fn append(&mut self, batch: &[Pending]) -> io::Result<()> {
         self.buf.clear();
         for p in batch {
-            write!(self.buf, "{HEADER} {} {} {:08x}\n", p.id, p.bytes.len(), CRC.checksum(&p.bytes))?;
-            self.buf.extend_from_slice(&p.bytes);
+            encode_into(&mut self.buf, &p.id, &p.bytes);
         }
         self.segment.file.write_all(&self.buf)?;
         self.segment.file.sync_data()?;
@@ -316,6 +315,12 @@ impl Writer {
         let old = std::mem::replace(&mut self.segment, next);
         let _ = self.retire.send(Retire::Segment { path: old.path, ids: old.ids });
     }
+}
+
+/// Appends one record (header line, then the spool file) to `buf`.
+pub(crate) fn encode_into(buf: &mut Vec<u8>, id: &str, bytes: &[u8]) {
+    buf.extend_from_slice(format!("{HEADER} {id} {} {:08x}\n", bytes.len(), CRC.checksum(bytes)).as_bytes());
+    buf.extend_from_slice(bytes);
 }
 
 /// Creates `path` (never over an existing file) holding `bytes`; removed again on error.
@@ -430,26 +435,20 @@ pub fn recover(dir: &Path, incoming: &Path, queue: &Path) -> io::Result<Recovery
         return Ok(report);
     }
     let list = segments(dir)?;
-    // The newest record of an id wins (an id is never reused, but be certain).
-    let mut latest: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
-    let mut data = Vec::with_capacity(list.len());
-    for (i, (_, path)) in list.iter().enumerate() {
-        data.push(std::fs::read(path)?);
-        let (records, torn) = parse(&data[i]);
+    // Oldest first, one segment in memory at a time (an id is never reused; were it, the
+    // newer record would win).
+    for (_, path) in &list {
+        let data = std::fs::read(path)?;
+        let (records, torn) = parse(&data);
         if torn {
             report.torn += 1;
             tracing::warn!(segment = %path.display(), "spool journal segment ends in a torn record (a crash while writing it); that message was never acknowledged");
         }
         report.records += records.len();
-        let base = data[i].as_ptr() as usize;
         for (id, bytes) in records {
-            latest.insert(id, (i, bytes.as_ptr() as usize - base, bytes.len()));
-        }
-    }
-    for (id, (i, start, len)) in &latest {
-        let bytes = &data[*i][*start..start + len];
-        if repair(id, bytes, incoming, queue)? {
-            report.repaired += 1;
+            if repair(&id, bytes, incoming, queue)? {
+                report.repaired += 1;
+            }
         }
     }
     crate::durable::sync_dir(queue)?;
@@ -503,8 +502,8 @@ mod tests {
     }
 
     fn record(id: &str, bytes: &[u8]) -> Vec<u8> {
-        let mut r = format!("{HEADER} {id} {} {:08x}\n", bytes.len(), CRC.checksum(bytes)).into_bytes();
-        r.extend_from_slice(bytes);
+        let mut r = Vec::new();
+        encode_into(&mut r, id, bytes);
         r
     }
 

@@ -544,6 +544,27 @@ mod tests {
         assert!(st.is_complete(), "the record after the torn line counts: {log:?}");
     }
 
+    /// A power loss left a queued file empty (its data never written) while its journal
+    /// record survived: opening the spool rewrites it before anything reads the queue.
+    #[tokio::test]
+    async fn startup_restores_a_queued_file_from_the_journal() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["incoming", "queue", "journal"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        let whole = format!("{MAGIC}\n{}\nSubject: kept\r\n\r\nbody\r\n", serde_json::to_string(&envelope("LOST")).unwrap());
+        let mut seg = Vec::new();
+        journal::encode_into(&mut seg, "LOST", whole.as_bytes());
+        std::fs::write(t.path().join("journal/00000000000000A1.jnl"), &seg).unwrap();
+        std::fs::write(t.path().join("queue/LOST.msg"), b"").unwrap();
+        let (spool, _rx) = Spool::open(t.path()).unwrap();
+        assert_eq!(spool.queued_ids().unwrap(), vec!["LOST".to_string()]);
+        let (env, _) = spool.read_envelope("LOST").await.unwrap();
+        assert_eq!(env, envelope("LOST"));
+        assert_eq!(std::fs::read(spool.msg_path("LOST")).unwrap(), whole.as_bytes());
+        assert!(!t.path().join("journal/00000000000000A1.jnl").exists(), "the recovered segment is gone");
+    }
+
     #[tokio::test]
     async fn startup_discards_unacknowledged_and_runner_quarantines_garbage() {
         let t = tempfile::tempdir().unwrap();
