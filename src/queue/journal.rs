@@ -23,8 +23,9 @@
 //!
 //! Record format, one after the other in a segment: a header line
 //! `MGJ1 <ID> <LENGTH> <CRC-32C in hex>\n`, then LENGTH bytes: the spool file. A write
-//! that fails makes the writer start a new segment, so a torn or corrupt record can only
-//! be the last one of its segment (a crash mid-write): reading stops there.
+//! or sync that fails makes the writer start a new segment, and commit nothing until it
+//! has one, so a torn or corrupt record can only be the last one of its segment (a crash
+//! or an I/O error mid-write): reading stops there.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ enum Request {
     Checkpoint(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Counters, for tests and `mailgate` operators reading the logs.
+/// Counters (read by the tests).
 #[derive(Default, Debug)]
 pub struct Stats {
     /// fdatasyncs of a segment (one per batch).
@@ -134,6 +135,8 @@ struct Segment {
     len: u64,
     /// The ids recorded in it, for its checkpoint.
     ids: Vec<String>,
+    /// A write or sync failed: a torn record may end it, so nothing is appended again.
+    broken: bool,
 }
 
 impl Segment {
@@ -142,7 +145,7 @@ impl Segment {
         let path = dir.join(format!("{seq:016X}.jnl"));
         let file = std::fs::OpenOptions::new().append(true).create_new(true).open(&path)?;
         crate::durable::sync_dir(dir)?;
-        Ok(Segment { path, file, started: Instant::now(), len: 0, ids: Vec::new() })
+        Ok(Segment { path, file, started: Instant::now(), len: 0, ids: Vec::new(), broken: false })
     }
 
     fn seq(&self) -> u64 {
@@ -240,7 +243,6 @@ impl Writer {
         // 2. The records, in one write, and one fdatasync.
         if let Err(e) = self.append(&ok) {
             tracing::error!(error = %e, segment = %self.segment.path.display(), "cannot write the spool journal; starting a new segment");
-            // A failed write may have left a torn record: nothing may follow it.
             self.rotate();
             for p in ok {
                 let _ = std::fs::remove_file(&p.paths.incoming);
@@ -280,12 +282,22 @@ impl Writer {
     }
 
     fn append(&mut self, batch: &[Pending]) -> io::Result<()> {
+        if self.segment.broken {
+            // The last failure's rotation failed too: try again, and never write after a
+            // possibly torn record (recovery stops reading there).
+            self.rotate();
+            if self.segment.broken {
+                return Err(io::Error::other("the spool journal cannot start a new segment after a write error"));
+            }
+        }
         self.buf.clear();
         for p in batch {
             encode_into(&mut self.buf, &p.id, &p.bytes);
         }
-        self.segment.file.write_all(&self.buf)?;
-        self.segment.file.sync_data()?;
+        if let Err(e) = self.segment.file.write_all(&self.buf).and_then(|()| self.segment.file.sync_data()) {
+            self.segment.broken = true;
+            return Err(e);
+        }
         self.segment.len += self.buf.len() as u64;
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         if self.buf.capacity() > 4 << 20 {
@@ -574,6 +586,51 @@ mod tests {
         assert_eq!(std::fs::metadata(&left[0].1).unwrap().len(), 0);
         assert!(!d.queue.join("GONE.msg").exists());
         assert_eq!(std::fs::read(d.queue.join("KEEP.msg")).unwrap(), b"kept");
+    }
+
+    /// A segment whose write fails (here: a full disk) is never written again: the batch
+    /// fails and leaves no file behind, and the next commit goes to a new segment.
+    #[tokio::test]
+    async fn a_failed_write_fails_its_batch_and_the_writer_moves_to_a_new_segment() {
+        let d = dirs();
+        let first = d.journal.join("0000000000000001.jnl");
+        std::fs::write(&first, b"").unwrap();
+        let full = std::fs::OpenOptions::new().append(true).open("/dev/full").unwrap();
+        let segment = Segment { path: first.clone(), file: full, started: Instant::now(), len: 0, ids: Vec::new(), broken: false };
+        let (retire, retire_rx) = mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let (queue, retire_stats) = (d.queue.clone(), stats.clone());
+        std::thread::spawn(move || retirer(retire_rx, &queue, &retire_stats));
+        let mut writer = Writer {
+            dir: d.journal.clone(),
+            incoming: d.incoming.clone(),
+            queue: d.queue.clone(),
+            segment,
+            rotate_after: Duration::from_secs(3600),
+            retire,
+            stats: stats.clone(),
+            buf: Vec::new(),
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || writer.run(rx));
+        let j = Journal { tx, stats };
+        // The next segment's name is taken: the writer cannot move on at first.
+        let second_path = d.journal.join("0000000000000002.jnl");
+        std::fs::create_dir(&second_path).unwrap();
+        let e = j.commit("FULL".into(), b"lost to ENOSPC".to_vec()).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{e}");
+        assert!(!d.queue.join("FULL.msg").exists());
+        assert_eq!(std::fs::read_dir(&d.incoming).unwrap().count(), 0);
+        // Still on the broken segment: refused without writing after its torn record.
+        let e = j.commit("WAIT".into(), b"refused".to_vec()).await.unwrap_err();
+        assert!(e.to_string().contains("cannot start a new segment"), "{e}");
+        assert!(!d.queue.join("WAIT.msg").exists());
+        std::fs::remove_dir(&second_path).unwrap();
+        j.commit("NEXT".into(), b"fine".to_vec()).await.unwrap();
+        let second = std::fs::read(d.journal.join("0000000000000002.jnl")).unwrap();
+        let (records, torn) = parse(&second);
+        assert_eq!((records.len(), torn), (1, false));
+        assert_eq!(std::fs::read(d.queue.join("NEXT.msg")).unwrap(), b"fine");
     }
 
     /// A power loss after the `250` and before the checkpoint can leave a queued file
