@@ -50,7 +50,7 @@ struct Paths {
 
 enum Request {
     Commit { id: String, bytes: Vec<u8>, reply: tokio::sync::oneshot::Sender<io::Result<()>> },
-    /// Rotate now and answer once every earlier segment is checkpointed (tests, shutdown).
+    /// Rotate now and answer once every earlier segment is checkpointed (tests).
     Checkpoint(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -230,9 +230,12 @@ impl Writer {
         // 1. Each complete file in incoming/ (no fsync: the journal is the durable copy).
         let mut ok = Vec::with_capacity(batch.len());
         for p in batch {
-            match write_new(&p.paths.incoming, &p.bytes) {
-                Ok(()) => ok.push(p),
-                Err(e) => {
+            match super::write_spool_file(None, &p.paths.incoming, &p.bytes) {
+                (_, Ok(_)) => ok.push(p),
+                (created, Err(e)) => {
+                    if created {
+                        let _ = std::fs::remove_file(&p.paths.incoming);
+                    }
                     let _ = p.reply.send(Err(e));
                 }
             }
@@ -246,16 +249,14 @@ impl Writer {
             self.rotate();
             for p in ok {
                 let _ = std::fs::remove_file(&p.paths.incoming);
-                let _ = p.reply.send(Err(io::Error::new(e.kind(), e.to_string())));
+                let _ = p.reply.send(Err(shared(&e)));
             }
             return;
         }
         // 3. Link into the queue: an id that exists already is an error, never an overwrite.
         let mut linked = Vec::with_capacity(ok.len());
         for p in ok {
-            let r = std::fs::hard_link(&p.paths.incoming, &p.paths.queued);
-            let _ = std::fs::remove_file(&p.paths.incoming);
-            match r {
+            match super::link_into_queue(&p.paths.incoming, &p.paths.queued) {
                 Ok(()) => linked.push(p),
                 Err(e) => {
                     let _ = p.reply.send(Err(e));
@@ -275,7 +276,7 @@ impl Writer {
                 // The clients get 451 and send again: these copies must not be delivered.
                 for p in linked {
                     let _ = std::fs::remove_file(&p.paths.queued);
-                    let _ = p.reply.send(Err(io::Error::new(e.kind(), e.to_string())));
+                    let _ = p.reply.send(Err(shared(&e)));
                 }
             }
         }
@@ -335,12 +336,9 @@ pub(crate) fn encode_into(buf: &mut Vec<u8>, id: &str, bytes: &[u8]) {
     buf.extend_from_slice(bytes);
 }
 
-/// Creates `path` (never over an existing file) holding `bytes`; removed again on error.
-fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
-    f.write_all(bytes).inspect_err(|_| {
-        let _ = std::fs::remove_file(path);
-    })
+/// The same failure for each commit of a batch (io::Error is not Clone).
+fn shared(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
 }
 
 /// The checkpoint thread: retires rotated segments in order.
@@ -573,7 +571,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_checkpoint_deletes_the_segment_and_recovery_then_has_nothing_to_do() {
+    async fn a_checkpoint_deletes_the_segment_and_keeps_removed_files_removed() {
         let d = dirs();
         let j = Journal::start(&d.journal, &d.incoming, &d.queue).unwrap();
         j.commit("KEEP".into(), b"kept".to_vec()).await.unwrap();

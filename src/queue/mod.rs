@@ -372,7 +372,7 @@ impl SpoolWriter {
     /// without a journal, in one hand-off to the blocking pool: write what is buffered,
     /// fsync the file, link it into the queue, fsync the queue directory.
     pub async fn commit(mut self) -> io::Result<String> {
-        if let (FileSlot::NotYet, Some(journal)) = (&self.file, self.journal.clone()) {
+        if let (FileSlot::NotYet, Some(journal)) = (&self.file, self.journal.take()) {
             journal.commit(self.id.clone(), std::mem::take(&mut self.buf)).await?;
             let _ = self.notify.send(self.id.clone());
             return Ok(self.id);
@@ -399,16 +399,22 @@ impl SpoolWriter {
 /// fsync the complete spool file, link it into the queue and make that link durable.
 fn make_durable_and_queue(file: &std::fs::File, from: &Path, to: &Path, dir: &Path) -> io::Result<()> {
     file.sync_all()?;
-    // link + unlink, not rename: an id that somehow exists already in the queue is an
-    // error (451, the client retries), never an overwritten message.
-    std::fs::hard_link(from, to)?;
-    let _ = std::fs::remove_file(from);
+    link_into_queue(from, to)?;
     if let Err(e) = crate::durable::sync_dir(dir) {
         // The client will be told 451 and send again: this copy must not be delivered.
         let _ = std::fs::remove_file(to);
         return Err(e);
     }
     Ok(())
+}
+
+/// Moves a complete spool file from `incoming/` into `queue/` (the directory is not
+/// fsynced here). Link + unlink, not rename: an id that somehow exists already in the
+/// queue is an error (451, the client retries), never an overwritten message.
+fn link_into_queue(from: &Path, to: &Path) -> io::Result<()> {
+    let linked = std::fs::hard_link(from, to);
+    let _ = std::fs::remove_file(from);
+    linked
 }
 
 fn read_envelope_file(path: &Path) -> io::Result<(Envelope, u64)> {
