@@ -28,6 +28,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 . bench/build.sh
+. bench/mailgate-setup.sh
 P=$PWD/bench/proctree.py
 image=$(mktemp "${TMPDIR:-/tmp}/mailgate-ab-fs.XXXXXX"); mnt=$(mktemp -d)
 truncate -s 8G "$image" && mkfs.ext4 -q -F "$image" && mount -o loop "$image" "$mnt" \
@@ -49,30 +50,13 @@ PASS=bench-password-1
 # start NAME BIN -> sets PORT_<NAME> and PID_<NAME>
 start() {
   local name=$1 bin=$2 dir=$mnt/$1
-  mkdir -p "$dir"
-  cat > "$dir/mailgate.toml" <<TOML
-hostname = "bench.test"
-data_dir = "data"
-[log]
-level = "warn"
-[limits]
-max_sessions = 20000
-max_sessions_per_ip = 20000
-[[tls.certificate]]
-cert = "$mnt/cert.pem"
-key = "$mnt/key.pem"
-[[endpoint]]
-name = "standard-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-TOML
-  "$bin" --config "$dir/mailgate.toml" tenant add bench >/dev/null
-  "$bin" --config "$dir/mailgate.toml" domain add bench.test --tenant bench >/dev/null
-  echo "$PASS" | "$bin" --config "$dir/mailgate.toml" user add load@bench.test --password-stdin >/dev/null
+  mailgate_setup "$bin" "$dir" "$mnt/cert.pem" "$mnt/key.pem" "$PASS"
   "$bin" --config "$dir/mailgate.toml" serve > "$dir/out" 2> "$dir/err" &
   local pid=$!; pids+=("$pid")
-  for _ in $(seq 1 100); do grep -q listening "$dir/out" 2>/dev/null && break; sleep 0.1; done
-  local port; port=$(awk '$2=="standard-starttls"{split($3,a,":"); print a[2]}' "$dir/out")
+  for _ in $(seq 1 100); do [ "$(grep -c listening "$dir/out" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
+  # TLS 1.0/1.1 only on the legacy endpoint (scenario c); the rest on the standard one.
+  local endpoint=standard-starttls; case $TLS in 1.0|1.1) endpoint=legacy-starttls;; esac
+  local port; port=$(awk -v e="$endpoint" '$2==e{split($3,a,":"); print a[2]}' "$dir/out")
   [ -n "$port" ] || { echo "$name did not start:"; cat "$dir/err"; exit 1; }
   printf -v "PORT_$name" %s "$port"; printf -v "PID_$name" %s "$pid"
 }

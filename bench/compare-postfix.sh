@@ -37,6 +37,7 @@ if ! command -v postfix >/dev/null || ! command -v saslpasswd2 >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix sasl2-bin libsasl2-modules >/dev/null
 fi
 . bench/build.sh
+. bench/mailgate-setup.sh
 P=$PWD/bench/proctree.py
 mnt=""; image=""
 if [ -n "$FS_IMAGE" ]; then
@@ -171,32 +172,8 @@ done
 [ -n "$PF_MASTER" ] || { echo "postfix did not start:"; tail -20 "$work/postfix.log" 2>/dev/null; exit 1; }
 
 # ---- Mailgate -----------------------------------------------------------------------
-mg=$work/mailgate; mkdir -p "$mg"
-cat > "$mg/mailgate.toml" <<TOML
-hostname = "bench.test"
-data_dir = "data"
-[log]
-level = "warn"
-[limits]
-max_sessions = 20000
-max_sessions_per_ip = 20000
-[[tls.certificate]]
-cert = "$work/cert.pem"
-key = "$work/key.pem"
-[[endpoint]]
-name = "standard-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-[[endpoint]]
-name = "legacy-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-tls_versions = ["1.0", "1.1", "1.2", "1.3"]
-TOML
-$M --config "$mg/mailgate.toml" tenant add bench >/dev/null
-$M --config "$mg/mailgate.toml" domain add bench.test --tenant bench >/dev/null
-$M --config "$mg/mailgate.toml" tenant set bench --allow-legacy-tls on >/dev/null
-echo "$PASS" | $M --config "$mg/mailgate.toml" user add load@bench.test --password-stdin >/dev/null
+mg=$work/mailgate
+mailgate_setup "$M" "$mg" "$work/cert.pem" "$work/key.pem" "$PASS"
 $M --config "$mg/mailgate.toml" serve > "$work/mg.out" 2> "$work/mg.err" &
 mg_pid=$!
 for _ in $(seq 1 100); do [ "$(grep -c listening "$work/mg.out" 2>/dev/null)" = 2 ] && break; sleep 0.1; done
