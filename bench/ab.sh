@@ -16,7 +16,7 @@
 # drain the queue), server and machine CPU per message, session p50/p99, ext4 journal commits
 # per message; then the mean of B against A. Builds the load generator with bench/build.sh.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n 4,9p "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n 6,12p "$0" >&2; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); shift 2
 cd "$(dirname "$0")/.."
 ROUNDS=3; D=15; TLS=1.3; K=1; C=64; SIZE=10240
@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 . bench/build.sh
-. bench/mailgate-setup.sh
+. bench/lib.sh
 P=$PWD/bench/proctree.py
 image=$(mktemp "${TMPDIR:-/tmp}/mailgate-ab-fs.XXXXXX"); mnt=$(mktemp -d)
 truncate -s 8G "$image" && mkfs.ext4 -q -F "$image" && mount -o loop "$image" "$mnt" \
@@ -62,11 +62,6 @@ start() {
 }
 start A "$A"; start B "$B"
 queued() { find "$mnt/$1/data/spool/queue" -name '*.msg' 2>/dev/null | wc -l; }
-drain() { # seconds until the queue of $1 is empty (at most 120)
-  local t0; t0=$(date +%s.%N)
-  for _ in $(seq 1 1200); do [ "$(queued "$1")" = 0 ] && break; sleep 0.1; done
-  python3 -c 'import sys,time; print(round(time.time()-float(sys.argv[1]), 2))' "$t0"
-}
 # run NAME -> one JSON line
 run() {
   local name=$1 pidvar=PID_$1 portvar=PORT_$1
@@ -79,7 +74,7 @@ run() {
   fi
   json=$($L --addr "127.0.0.1:$port" --mode starttls --tls "$TLS" -c "$C" --duration "$D" \
     --user load@bench.test --password "$PASS" --to load@bench.test --size "$SIZE" --messages "$K" --json | tail -1)
-  drained=$(drain "$name")
+  drained=$(drain_seconds queued "$name")
   cpu1=$(python3 "$P" cpu "$pid"); mach1=$(python3 "$P" machine); j1=$(commits)
   local perf="{}"
   if [ -n "$perfpid" ]; then

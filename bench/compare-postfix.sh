@@ -37,7 +37,7 @@ if ! command -v postfix >/dev/null || ! command -v saslpasswd2 >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix sasl2-bin libsasl2-modules >/dev/null
 fi
 . bench/build.sh
-. bench/mailgate-setup.sh
+. bench/lib.sh
 P=$PWD/bench/proctree.py
 mnt=""; image=""
 if [ -n "$FS_IMAGE" ]; then
@@ -190,12 +190,6 @@ queued() {
     find "$mg/data/spool/queue" -name '*.msg' 2>/dev/null | wc -l
   fi
 }
-# drain SERVER -> seconds until everything accepted is delivered (at most 120)
-drain() {
-  local t0; t0=$(date +%s.%N)
-  for _ in $(seq 1 1200); do [ "$(queued "$1")" = 0 ] && break; sleep 0.1; done
-  python3 -c 'import sys,time; print(round(time.time()-float(sys.argv[1]), 2))' "$t0"
-}
 # run SERVER PORT TLS MESSAGES NAME -> one JSON line (load generator result, seconds to drain the
 # queue into the Maildir afterwards, server CPU including that delivery work, peak RSS)
 run() {
@@ -206,7 +200,7 @@ run() {
   local sampler=$!
   json=$($L --addr "127.0.0.1:$port" --mode starttls --tls "$tls" -c "$C" --duration "$D" \
     --user load@bench.test --password "$PASS" --to load@bench.test --size 10240 --messages "$k" --json | tail -1)
-  drained=$(drain "$name")
+  drained=$(drain_seconds queued "$name")
   wait "$sampler"; peak=$(cat "$work/peak")
   cpu1=$(python3 "$P" cpu "$root"); mach1=$(python3 "$P" machine)
   python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r["cpu_s"]=float(sys.argv[2])-float(sys.argv[3]); r["peak_rss_kib"]=int(sys.argv[4]); r["drain_s"]=float(sys.argv[5]); r["machine_cpu_s"]=float(sys.argv[6])-float(sys.argv[7]); print(json.dumps(r))' \

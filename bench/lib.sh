@@ -1,4 +1,5 @@
-# Sourced by the benchmark scripts: one Mailgate configured as the Postfix comparison runs it.
+# Sourced by the benchmark scripts: what they share.
+
 # mailgate_setup BIN DIR CERT KEY PASSWORD writes DIR/mailgate.toml (data in DIR/data) with two
 # STARTTLS endpoints on 127.0.0.1, port 0: `standard-starttls` (TLS 1.2/1.3) and
 # `legacy-starttls` (TLS 1.0-1.3); tenant `bench` with domain bench.test, legacy TLS allowed;
@@ -32,4 +33,12 @@ TOML
   "$bin" --config "$dir/mailgate.toml" domain add bench.test --tenant bench >/dev/null
   "$bin" --config "$dir/mailgate.toml" tenant set bench --allow-legacy-tls on >/dev/null
   echo "$pass" | "$bin" --config "$dir/mailgate.toml" user add load@bench.test --password-stdin >/dev/null
+}
+
+# drain_seconds CMD [ARGS...] -> seconds until CMD prints 0 (the count of messages still
+# queued), polled every 0.1 s, at most 120 s.
+drain_seconds() {
+  local t0; t0=$(date +%s.%N)
+  for _ in $(seq 1 1200); do [ "$("$@")" = 0 ] && break; sleep 0.1; done
+  python3 -c 'import sys,time; print(round(time.time()-float(sys.argv[1]), 2))' "$t0"
 }
