@@ -19,7 +19,7 @@ use crate::reply::Reply;
 use crate::session::{ConnectionInfo, Flow, Session, SessionContext, SessionUsage};
 use crate::usage::{Outcome, Recorder, UsageEvent};
 use crate::tls::hello::{read_client_hello, HelloError, Prefixed};
-use crate::tls::{choose_stack, legacy::openssl_facts, rustls_facts, Stack, TlsFacts, PROTOCOL_VERSION_ALERT};
+use crate::tls::{legacy::openssl_facts, rustls_facts, Route, Stack, TlsFacts, HANDSHAKE_FAILURE_ALERT, PROTOCOL_VERSION_ALERT};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -36,13 +36,10 @@ use tracing::Instrument;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// An endpoint ready to serve: its configuration and both TLS stacks.
+/// An endpoint ready to serve: its configuration and its TLS acceptors.
 pub struct EndpointRuntime {
     pub config: Arc<Endpoint>,
-    pub rustls: tokio_rustls::TlsAcceptor,
-    pub openssl: Arc<openssl::ssl::SslAcceptor>,
-    /// The suites rustls implements, for the stack choice.
-    pub rustls_suites: Arc<Vec<u16>>,
+    pub tls: crate::tls::EndpointTls,
 }
 
 impl EndpointRuntime {
@@ -62,6 +59,8 @@ pub struct TlsCounters {
     /// TLS records that did not hold a whole ClientHello (served by rustls if it can).
     pub hello_unparsed: AtomicU64,
     pub refused_at_handshake: AtomicU64,
+    /// Hellos that offered no suite the endpoint serves (answered handshake_failure).
+    pub refused_no_shared_suite: AtomicU64,
     pub handshake_failed: AtomicU64,
     pub explained_421: AtomicU64,
     pub served_rustls: AtomicU64,
@@ -265,6 +264,7 @@ impl Connection {
         };
         if let Some(h) = &hello {
             event.offered_max = Some(h.offered_max.name().to_string());
+            event.offered_ciphers = Some(crate::usage::offered_ciphers(&h.ciphers));
             event.sni = h.sni.as_deref().map(crate::usage::printable);
             event.fingerprint = Some(h.fingerprint.clone());
         }
@@ -284,21 +284,38 @@ impl Connection {
             .await;
             return;
         }
+        let route = hello.as_ref().map_or(Route::Rustls, |h| self.endpoint.tls.route(h));
+        if route == Route::NoSharedSuite {
+            TlsCounters::bump(&self.shared.tls_counters.refused_no_shared_suite);
+            event.outcome = Outcome::NoSharedCipher;
+            tracing::info!(
+                offered_max = offered.map(|v| v.name()), offered_ciphers = event.offered_ciphers.as_deref(),
+                fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()), "TLS refused: no cipher suite the client offers is served here"
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                plain.write_all(&HANDSHAKE_FAILURE_ALERT).await?;
+                plain.shutdown().await
+            })
+            .await;
+            return;
+        }
         let io = Prefixed::new(prefix, plain);
-        let stack = hello.as_ref().map_or(Stack::Rustls, |h| choose_stack(h, &self.endpoint.rustls_suites));
         let handshake = Duration::from_secs(self.limits().tls_handshake_timeout);
-        match stack {
-            Stack::Rustls => {
-                let r = tokio::time::timeout(handshake, self.endpoint.rustls.accept(io)).await;
-                let Some(tls) = self.handshake_result(r.map(|x| x.map_err(|e| e.to_string()))) else { return };
-                let facts = rustls_facts(tls.get_ref().1, hello.as_ref());
-                self.serve_tls(tls, facts, stack, deadline, event).await;
+        let tls = &self.endpoint.tls;
+        match route {
+            Route::Rustls | Route::NoSharedSuite => {
+                let r = tokio::time::timeout(handshake, tls.rustls.accept(io)).await;
+                let Some(stream) = self.handshake_result(r.map(|x| x.map_err(|e| e.to_string()))) else { return };
+                let facts = rustls_facts(stream.get_ref().1, hello.as_ref());
+                self.serve_tls(stream, facts, Stack::Rustls, false, deadline, event).await;
             }
-            Stack::OpenSsl => {
-                let r = tokio::time::timeout(handshake, openssl_accept(&self.endpoint.openssl, io)).await;
-                let Some(tls) = self.handshake_result(r) else { return };
-                let facts = openssl_facts(tls.ssl(), hello.as_ref());
-                self.serve_tls(tls, facts, stack, deadline, event).await;
+            Route::OpenSsl | Route::Explain => {
+                let explain_only = route == Route::Explain;
+                let acceptor = if explain_only { tls.explain.clone().unwrap_or_else(|| tls.openssl.clone()) } else { tls.openssl.clone() };
+                let r = tokio::time::timeout(handshake, openssl_accept(&acceptor, io)).await;
+                let Some(stream) = self.handshake_result(r) else { return };
+                let facts = openssl_facts(stream.ssl(), hello.as_ref());
+                self.serve_tls(stream, facts, Stack::OpenSsl, explain_only, deadline, event).await;
             }
         }
     }
@@ -319,12 +336,14 @@ impl Connection {
         }
     }
 
-    /// After the handshake: explain and close, or run the session inside TLS.
+    /// After the handshake: explain and close, or run the session inside TLS. A session
+    /// made by the explain-only acceptor is always answered `421` and closed.
     async fn serve_tls<S: SessionIo>(
         &mut self,
         mut tls: S,
         facts: TlsFacts,
         stack: Stack,
+        explain_only: bool,
         deadline: Instant,
         event: &mut UsageEvent,
     ) {
@@ -338,7 +357,12 @@ impl Connection {
         let today = (self.shared.ctx.clock)().date_naive();
         // The shared random source is locked only if a reject_percent step draws.
         let mut rng = LockedRng(&self.shared.rng);
-        let verdict = policy::after_handshake(&self.endpoint.config, &self.shared.ctx.endpoints, facts.version, today, &mut rng);
+        let mut verdict = policy::after_handshake(&self.endpoint.config, &self.shared.ctx.endpoints, facts.version, today, &mut rng);
+        if explain_only && verdict == SessionVerdict::Serve {
+            // Not reachable by construction (that acceptor stops at TLS 1.1, which such an
+            // endpoint does not list); if it were, no mail passes on its suites.
+            verdict = SessionVerdict::Explain(Reply::legacy_tls_not_supported(None));
+        }
         let verdict_kind = match &verdict {
             SessionVerdict::Defer(_) => VerdictKind::Defer,
             _ => VerdictKind::Other,
@@ -616,7 +640,9 @@ mod tests {
         // The client: the smart-host client's configuration, trusting only this certificate.
         let roots = crate::delivery::smarthost::load_ca_file(&pair.cert).unwrap();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(crate::delivery::smarthost::client_config(roots).unwrap()));
-        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::rustls_config(&[pair]).unwrap());
+        let (keys, _) = crate::tls::load_keys(std::slice::from_ref(&pair)).unwrap();
+        let suites = crate::tls::profile::TlsPolicy::new(&[crate::tls::TlsVersion::Tls12, crate::tls::TlsVersion::Tls13], None, None, None).unwrap().ids();
+        let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::rustls_config(&keys, &suites).unwrap());
 
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
         let writes = Arc::new(AtomicUsize::new(0));

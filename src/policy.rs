@@ -278,6 +278,7 @@ mod tests {
             legacy_tls,
             schedule,
             legacy_requires_opt_in: true,
+            tls: crate::tls::profile::TlsPolicy::new(versions, None, None, None).unwrap(),
         }
     }
 

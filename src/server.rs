@@ -75,24 +75,15 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
     let shared = Shared::new(ctx, recorder);
     let (shutdown, shutdown_rx) = watch::channel(false);
 
-    let openssl = Arc::new(
-        crate::tls::legacy::openssl_acceptor(&config.certificates).context("OpenSSL (legacy TLS) configuration")?,
-    );
-    let rustls_suites = Arc::new(crate::tls::rustls_suite_ids());
-    let rustls = tokio_rustls::TlsAcceptor::from(
-        crate::tls::rustls_config(&config.certificates).context("TLS (rustls) configuration")?,
-    );
-    let runtimes: Vec<Arc<EndpointRuntime>> = endpoints
+    let (keys, cert_kinds) = crate::tls::load_keys(&config.certificates).context("TLS certificates")?;
+    let runtimes = endpoints
         .iter()
         .map(|ep| {
-            Arc::new(EndpointRuntime {
-                config: Arc::new(ep.clone()),
-                rustls: rustls.clone(),
-                openssl: openssl.clone(),
-                rustls_suites: rustls_suites.clone(),
-            })
+            let tls = crate::tls::EndpointTls::new(&config.certificates, &keys, cert_kinds, &ep.tls_versions, &ep.tls)
+                .with_context(|| format!("endpoint {}: TLS configuration", ep.name))?;
+            Ok(Arc::new(EndpointRuntime { config: Arc::new(ep.clone()), tls }))
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let bound = sockets.into_iter().map(|(i, l)| (runtimes[i].clone(), l));
     let mut listeners = Vec::new();
     let mut tasks = Vec::new();

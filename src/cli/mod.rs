@@ -89,11 +89,17 @@ enum ReportCmd {
         #[command(flatten)]
         args: ReportArgs,
         /// The date to evaluate, YYYY-MM-DD.
-        #[arg(long, conflicts_with = "disable_legacy", required_unless_present = "disable_legacy")]
+        #[arg(long, conflicts_with_all = ["disable_legacy", "drop"], required_unless_present_any = ["disable_legacy", "drop"])]
         on: Option<String>,
         /// The tenant's legacy-TLS opt-in switched off.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "drop")]
         disable_legacy: bool,
+        /// A kind of cipher suite no longer served: static-rsa (RSA key exchange) or cbc.
+        #[arg(long, value_name = "static-rsa|cbc")]
+        drop: Option<String>,
+        /// With --drop: only on this endpoint (default: every endpoint).
+        #[arg(long, requires = "drop")]
+        endpoint: Option<String>,
     },
 }
 
@@ -306,8 +312,13 @@ pub async fn run_server(
 
 fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    crate::tls::rustls_config(&config.certificates).context("TLS (rustls)")?;
-    crate::tls::legacy::openssl_acceptor(&config.certificates).context("OpenSSL (legacy TLS)")?;
+    let (keys, kinds) = crate::tls::load_keys(&config.certificates).context("TLS certificates")?;
+    let mut endpoints = Vec::new();
+    for ep in &config.endpoints {
+        let tls = crate::tls::EndpointTls::new(&config.certificates, &keys, kinds, &ep.tls_versions, &ep.tls)
+            .with_context(|| format!("endpoint {}: TLS configuration", ep.name))?;
+        endpoints.push(endpoint_tls_lines(ep, &tls, chrono::Utc::now().date_naive()));
+    }
     for s in &config.smarthosts {
         crate::delivery::smarthost::check_offline(s).map_err(|e| anyhow::anyhow!("smart host {}: {e}", s.name))?;
     }
@@ -325,7 +336,42 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
         config.certificates.len(),
         config.data_dir.display()
     );
+    for lines in endpoints {
+        print!("{lines}");
+    }
     Ok(())
+}
+
+/// What `check-config` prints of an endpoint: its profile, then per version the suites a
+/// client can get, in the server's order, or what happens instead.
+fn endpoint_tls_lines(ep: &crate::config::Endpoint, tls: &crate::tls::EndpointTls, today: chrono::NaiveDate) -> String {
+    use crate::tls::TlsVersion;
+    let listen: Vec<String> = ep.listen.iter().map(|a| a.to_string()).collect();
+    let custom = match (ep.tls.custom_tls12, ep.tls.custom_tls13) {
+        (false, false) => "",
+        _ => " with tls_ciphers/tls13_ciphersuites",
+    };
+    let mode = if ep.tls_mode == crate::config::TlsMode::Starttls { "starttls" } else { "implicit" };
+    let mut out = format!("endpoint {} ({mode}, {}): tls_profile {:?}{custom}\n", ep.name, listen.join(" "), ep.tls.profile.name());
+    let suites = |v: TlsVersion| tls.suites_at(v).iter().map(|s| s.openssl).collect::<Vec<_>>().join(" ");
+    for v in [TlsVersion::Tls13, TlsVersion::Tls12, TlsVersion::Tls11, TlsVersion::Tls10] {
+        let what = if !v.is_legacy() && tls.serves(v) {
+            suites(v)
+        } else if v == TlsVersion::Tls12 {
+            format!("only to answer 421 (TLS 1.2 is not listed): {}", suites(v))
+        } else if v == TlsVersion::Tls13 {
+            "not offered".to_string()
+        } else {
+            match crate::policy::legacy_rule(ep, today) {
+                crate::policy::LegacyRule::Refuse => "refused with a protocol_version alert (legacy_tls \"refuse\" today)".to_string(),
+                _ if !tls.serves(v) => format!("only to answer 421 4.7.66, no mail: {}", suites(v)),
+                crate::policy::LegacyRule::Explain => format!("only to answer 421 4.7.66 (legacy_tls \"explain\" today), no mail: {}", suites(v)),
+                _ => format!("{} (tenants that opted in)", suites(v)),
+            }
+        };
+        out.push_str(&format!("  {}: {what}\n", v.human()));
+    }
+    out
 }
 
 /// Runs a `tenant|domain|user` command on the directory. After a change, a running
@@ -524,7 +570,7 @@ fn print_report<T: crate::usage::report::Tabular>(rows: &[T], format: ReportForm
 }
 
 async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
-    use crate::usage::report::{legacy_report, tls_report, what_if, Period, Scenario};
+    use crate::usage::report::{legacy_report, tls_report, what_if, Period, Scenario, SuiteKind};
     use crate::usage::store::{RollupFilter, SqliteUsageStore, UsageStore};
     let config = Config::load(path)?;
     let args = match &cmd {
@@ -545,14 +591,22 @@ async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
     match cmd {
         ReportCmd::Tls(_) => print_report(&tls_report(&rows), args.format),
         ReportCmd::Legacy(_) => print_report(&legacy_report(&rows), args.format),
-        ReportCmd::WhatIf { on, disable_legacy, .. } => {
-            let scenario = match (on, disable_legacy) {
-                (_, true) => Scenario::DisableLegacy,
-                (Some(d), false) => Scenario::On(
+        ReportCmd::WhatIf { on, disable_legacy, drop, endpoint, .. } => {
+            if let Some(e) = endpoint.as_deref().filter(|e| !config.endpoints.iter().any(|x| x.name == *e)) {
+                let names: Vec<&str> = config.endpoints.iter().map(|x| x.name.as_str()).collect();
+                bail!("--endpoint {e:?}: no such endpoint in {} (endpoints: {})", path.display(), names.join(", "));
+            }
+            let scenario = match (on, disable_legacy, drop) {
+                (_, true, _) => Scenario::DisableLegacy,
+                (_, _, Some(k)) => Scenario::DropSuites(
+                    SuiteKind::parse(&k).ok_or_else(|| anyhow::anyhow!("--drop {k:?}: expected static-rsa or cbc"))?,
+                    endpoint,
+                ),
+                (Some(d), false, None) => Scenario::On(
                     chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
                         .map_err(|_| anyhow::anyhow!("--on {d:?}: expected a date like 2027-03-01"))?,
                 ),
-                (None, false) => bail!("give --on DATE or --disable-legacy"),
+                (None, false, None) => bail!("give --on DATE, --disable-legacy or --drop static-rsa|cbc"),
             };
             let mut tenants = std::collections::HashMap::new();
             for t in rows.iter().map(|r| r.tenant.clone()).filter(|t| !t.is_empty()) {

@@ -117,8 +117,10 @@ struct RawEndpoint {
     name: String,
     listen: Vec<String>,
     tls_mode: TlsMode,
-    #[serde(default = "default_tls_versions")]
-    tls_versions: Vec<String>,
+    tls_versions: Option<Vec<String>>,
+    tls_profile: Option<crate::tls::profile::Profile>,
+    tls_ciphers: Option<SuiteList>,
+    tls13_ciphersuites: Option<SuiteList>,
     legacy_tls: Option<LegacyTls>,
     #[serde(default)]
     schedule: Vec<RawStep>,
@@ -128,6 +130,23 @@ struct RawEndpoint {
 
 fn default_true() -> bool {
     true
+}
+
+/// A list of suite names: a TOML array, or one OpenSSL-style string `"A:B:C"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SuiteList {
+    List(Vec<String>),
+    Colons(String),
+}
+
+impl SuiteList {
+    fn names(self) -> Vec<String> {
+        match self {
+            SuiteList::List(v) => v,
+            SuiteList::Colons(s) => s.split(':').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+        }
+    }
 }
 
 /// What an endpoint does with a session below TLS 1.2.
@@ -194,6 +213,8 @@ pub struct Endpoint {
     pub schedule: Vec<ScheduleStep>,
     /// Whether legacy sessions need their tenant's opt-in (checked at AUTH).
     pub legacy_requires_opt_in: bool,
+    /// The suites served (`tls_profile`, `tls_ciphers`, `tls13_ciphersuites`), validated.
+    pub tls: crate::tls::profile::TlsPolicy,
 }
 
 impl Endpoint {
@@ -358,8 +379,12 @@ impl Default for LogConfig {
     }
 }
 
-fn default_tls_versions() -> Vec<String> {
-    vec!["1.2".into(), "1.3".into()]
+/// `["1.2", "1.3"]`, or `["1.3"]` for the `modern` profile.
+fn default_tls_versions(profile: Option<crate::tls::profile::Profile>) -> Vec<String> {
+    match profile {
+        Some(crate::tls::profile::Profile::Modern) => vec!["1.3".into()],
+        _ => vec!["1.2".into(), "1.3".into()],
+    }
 }
 
 /// The validated configuration.
@@ -561,7 +586,8 @@ impl Validator<'_> {
             listen.push(addr);
         }
         let mut tls_versions = Vec::new();
-        for (j, v) in e.tls_versions.iter().enumerate() {
+        let raw_versions = e.tls_versions.unwrap_or_else(|| default_tls_versions(e.tls_profile));
+        for (j, v) in raw_versions.iter().enumerate() {
             let parsed = TlsVersion::parse(v).ok_or_else(|| {
                 self.err(format!("{key}.tls_versions[{j}]"), format!("{v:?}: expected \"1.0\", \"1.1\", \"1.2\" or \"1.3\""))
             })?;
@@ -587,6 +613,10 @@ impl Validator<'_> {
                 "legacy sessions may be served (legacy_tls = \"allow\" or a reject_percent below 100): list \"1.0\" and/or \"1.1\" here",
             ));
         }
+        let ciphers = e.tls_ciphers.map(SuiteList::names);
+        let ciphers13 = e.tls13_ciphersuites.map(SuiteList::names);
+        let tls = crate::tls::profile::TlsPolicy::new(&tls_versions, e.tls_profile, ciphers.as_deref(), ciphers13.as_deref())
+            .map_err(|p| self.err(format!("{key}.{}", p.key), p.problem))?;
         Ok(Endpoint {
             name: e.name,
             listen,
@@ -595,6 +625,7 @@ impl Validator<'_> {
             legacy_tls,
             schedule,
             legacy_requires_opt_in: e.legacy_requires_opt_in,
+            tls,
         })
     }
 

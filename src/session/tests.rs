@@ -39,6 +39,7 @@ fn conn() -> ConnectionInfo {
         legacy_tls: crate::config::LegacyTls::Explain,
         schedule: vec![],
         legacy_requires_opt_in: true,
+        tls: crate::tls::profile::TlsPolicy::new(&[crate::tls::TlsVersion::Tls12, crate::tls::TlsVersion::Tls13], None, None, None).unwrap(),
     });
     ConnectionInfo { endpoint, peer: "127.0.0.1:40000".parse().unwrap() }
 }

@@ -1,13 +1,19 @@
 //! TLS for the endpoints: certificates, the rustls acceptor (TLS 1.2 and 1.3), and the
-//! facts a handshake yields.
+//! facts a handshake yields. Which suites an endpoint serves is [`profile`]'s; which stack
+//! serves a given ClientHello is [`endpoint`]'s.
 //!
 //! Certificates come from PEM files; RSA and ECDSA pairs may be given together and the
 //! resolver picks, per handshake, the first one whose key can sign with a scheme the
 //! client offers. Policy and reports see only [`TlsFacts`], whichever stack served the
 //! session: rustls, or OpenSSL ([`legacy`]) for hellos rustls cannot serve.
 
+pub mod endpoint;
 pub mod hello;
 pub mod legacy;
+pub mod profile;
+
+pub use endpoint::{EndpointTls, Route};
+use profile::CertKinds;
 
 use crate::config::CertificatePair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -158,38 +164,58 @@ impl ResolvesServerCert for MultiCertResolver {
     }
 }
 
-/// Builds the rustls server configuration (TLS 1.2 and 1.3; an endpoint's `tls_versions`
-/// are enforced after the handshake, with a readable reply).
-pub fn rustls_config(pairs: &[CertificatePair]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+/// Loads every certificate pair for rustls, and tells which key kinds they hold.
+pub fn load_keys(pairs: &[CertificatePair]) -> Result<(Vec<Arc<CertifiedKey>>, CertKinds), TlsError> {
     let keys = pairs.iter().map(|p| load_pair(p).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-    // rustls always completes TLS 1.2 and 1.3: a version the endpoint does not list is
-    // then answered with a readable 421 (policy::after_handshake), not a bare alert.
-    let protocol_versions: [&'static rustls::SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
-    let provider = Arc::new(server_provider());
+    let mut kinds = CertKinds::default();
+    for k in &keys {
+        match k.key.algorithm() {
+            rustls::SignatureAlgorithm::RSA => kinds.rsa = true,
+            // RFC 8422 §5.5: Ed25519 certificates serve the ECDHE_ECDSA suites too.
+            _ => kinds.ecdsa = true,
+        }
+    }
+    Ok((keys, kinds))
+}
+
+/// Builds the rustls server configuration for `suites` (wire values, the server's order;
+/// those rustls does not implement are skipped). TLS 1.3 is enabled when a TLS 1.3 suite
+/// is among them, TLS 1.2 when a TLS 1.2 one is; an endpoint's `tls_versions` are
+/// enforced after the handshake, with a readable reply.
+pub fn rustls_config(keys: &[Arc<CertifiedKey>], suites: &[u16]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(server_provider(suites));
+    let mut protocol_versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    let has = |v| provider.cipher_suites.iter().any(|s| s.version() == v);
+    if has(&rustls::version::TLS13) {
+        protocol_versions.push(&rustls::version::TLS13);
+    }
+    if has(&rustls::version::TLS12) {
+        protocol_versions.push(&rustls::version::TLS12);
+    }
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&protocol_versions)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(MultiCertResolver { keys }));
+        .with_cert_resolver(Arc::new(MultiCertResolver { keys: keys.to_vec() }));
     // One ticket is enough for SMTP clients; fewer bytes in the first flight. (None at
     // all would save about 3 % of a handshake's CPU, but an MTA relaying through us,
     // Postfix's smtp client for one, resumes and then skips the RSA signature: 60 %.)
     cfg.send_tls13_tickets = 1;
-    // The server's suite order decides (see `server_provider`).
+    // The server's suite order decides (RFC 5246 §7.4.1.2, RFC 8446 §4.1.1).
     cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }
 
-/// aws-lc-rs's suites, TLS 1.3 AES-128-GCM-SHA256 first (Mozilla's order): every suite
-/// offered is strong, and SHA-256 makes the key schedule of a handshake cheaper than
-/// the SHA-384 of AES-256-GCM, which rustls clients list first (BENCHMARKS.md).
-fn server_provider() -> rustls::crypto::CryptoProvider {
+/// aws-lc-rs with only `suites`, in that order, and the groups of [`profile::GROUPS`]
+/// (X25519, P-256, P-384) followed by the X25519MLKEM768 hybrid, which only TLS 1.3
+/// clients that offer it get (OpenSSL 3.0 has no ML-KEM; TLS 1.3 is always rustls's).
+fn server_provider(suites: &[u16]) -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.cipher_suites.sort_by_key(|s| match s.suite() {
-        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
-        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
-        rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
-        _ => 3,
-    });
+    provider.cipher_suites.retain(|s| suites.contains(&u16::from(s.suite())));
+    provider.cipher_suites.sort_by_key(|s| suites.iter().position(|id| *id == u16::from(s.suite())));
+    use rustls::NamedGroup as G;
+    let order = [G::X25519, G::secp256r1, G::secp384r1, G::X25519MLKEM768];
+    provider.kx_groups.retain(|g| order.contains(&g.name()));
+    provider.kx_groups.sort_by_key(|g| order.iter().position(|n| *n == g.name()));
     provider
 }
 
@@ -220,28 +246,13 @@ pub enum Stack {
     OpenSsl,
 }
 
-/// The suites the rustls provider implements, as wire values.
-pub fn rustls_suite_ids() -> Vec<u16> {
-    rustls::crypto::aws_lc_rs::default_provider().cipher_suites.iter().map(|s| u16::from(s.suite())).collect()
-}
-
-/// RFC 8446 / ARCHITECTURE: a hello that can do TLS 1.2+ with a suite rustls implements
-/// (and, for TLS 1.2, the signature_algorithms extension rustls requires) goes to rustls;
-/// everything else (at most TLS 1.1, or TLS 1.2 with only CBC/RSA-kx suites) to OpenSSL.
-/// A hello offering TLS 1.3 with a TLS 1.3 suite always goes to rustls.
-pub fn choose_stack(hello: &hello::HelloInfo, rustls_suites: &[u16]) -> Stack {
-    let shared = hello.ciphers.iter().any(|c| rustls_suites.contains(c));
-    let tls13_suite = hello.ciphers.iter().any(|c| (0x1301..=0x1305).contains(c) && rustls_suites.contains(c));
-    match hello.offered_max {
-        TlsVersion::Tls13 if tls13_suite => Stack::Rustls,
-        v if v >= TlsVersion::Tls12 && shared && hello.has_signature_algorithms => Stack::Rustls,
-        _ => Stack::OpenSsl,
-    }
-}
-
 /// A fatal protocol_version alert (RFC 8446 §6.2, alert 70) in a TLS 1.0 record, the
 /// refusal a client understands whatever it offered.
 pub const PROTOCOL_VERSION_ALERT: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46];
+
+/// A fatal handshake_failure alert (RFC 5246 §7.2.2, alert 40) in a TLS 1.0 record: no
+/// suite the client offers is served here.
+pub const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28];
 
 /// Generates a self-signed RSA-2048 certificate for `names` (PEM cert, PEM key).
 pub fn self_signed_rsa(names: &[&str], days: u32) -> Result<(String, String), openssl::error::ErrorStack> {

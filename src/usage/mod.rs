@@ -31,6 +31,9 @@ pub enum Outcome {
     DeferredBySchedule,
     /// Refused with a protocol_version alert before the handshake.
     RefusedAtHandshake,
+    /// Refused with a handshake_failure alert before the handshake: no suite the client
+    /// offered is served on the endpoint (its offered suites are recorded).
+    NoSharedCipher,
     NotOptedIn,
     OptInExpired,
     UserOutOfScope,
@@ -42,11 +45,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Delivered,
         Outcome::Explained421,
         Outcome::DeferredBySchedule,
         Outcome::RefusedAtHandshake,
+        Outcome::NoSharedCipher,
         Outcome::NotOptedIn,
         Outcome::OptInExpired,
         Outcome::UserOutOfScope,
@@ -62,6 +66,7 @@ impl Outcome {
             Outcome::Explained421 => "explained_421",
             Outcome::DeferredBySchedule => "deferred_by_schedule",
             Outcome::RefusedAtHandshake => "refused_at_handshake",
+            Outcome::NoSharedCipher => "no_shared_cipher",
             Outcome::NotOptedIn => "not_opted_in",
             Outcome::OptInExpired => "opt_in_expired",
             Outcome::UserOutOfScope => "user_out_of_scope",
@@ -102,7 +107,11 @@ pub struct UsageEvent {
     pub offered_max: Option<String>,
     /// The negotiated version, once a handshake completed.
     pub version: Option<String>,
+    /// The negotiated suite's IANA name (rustls spells TLS 1.3 ones `TLS13_...`).
     pub cipher: Option<String>,
+    /// The suites the ClientHello offered (see [`offered_ciphers`]).
+    #[serde(default)]
+    pub offered_ciphers: Option<String>,
     pub sni: Option<String>,
     pub fingerprint: Option<String>,
     pub ehlo: Option<String>,
@@ -126,6 +135,7 @@ impl UsageEvent {
             offered_max: None,
             version: None,
             cipher: None,
+            offered_ciphers: None,
             sni: None,
             fingerprint: None,
             ehlo: None,
@@ -148,6 +158,20 @@ impl UsageEvent {
 /// printable characters only (no terminal escapes), at most 255.
 pub fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(255).collect()
+}
+
+/// The most suites of a ClientHello recorded (a browser offers about 17, OpenSSL's
+/// `ALL` about 60; the rest is counted as `+N`).
+const MAX_OFFERED: usize = 64;
+
+/// A ClientHello's suites as recorded: IANA names in the client's order, `0x....` for
+/// suites Mailgate does not serve, separated by spaces.
+pub fn offered_ciphers(ids: &[u16]) -> String {
+    let mut names: Vec<String> = ids.iter().take(MAX_OFFERED).map(|id| crate::tls::profile::wire_name(*id)).collect();
+    if ids.len() > MAX_OFFERED {
+        names.push(format!("+{}", ids.len() - MAX_OFFERED));
+    }
+    names.join(" ")
 }
 
 /// `TLSv1.0`, `TLSv1.1` and `SSLv3` are legacy.

@@ -170,17 +170,24 @@ pub struct LegacyRow {
     pub sessions: i64,
     pub messages: i64,
     pub last_seen: String,
+    /// The negotiated suite (IANA name); empty when the handshake never completed.
+    pub cipher: String,
+    /// The suites the latest hello offered.
+    pub offered_ciphers: String,
 }
 
 /// Every sender and device that used or tried TLS below 1.2, refused and unauthenticated
-/// attempts included.
+/// attempts included, and every attempt refused because it offered no suite the endpoint
+/// serves (a TLS 1.2 device that knows only CBC or static-RSA suites).
 pub fn legacy_report(rows: &[DailyRow]) -> Vec<LegacyRow> {
-    /// (tenant, sender, endpoint, version, fingerprint, outcome)
-    type Key = (String, String, String, String, String, Outcome);
+    /// (tenant, sender, endpoint, version, cipher, fingerprint, outcome)
+    type Key = (String, String, String, String, String, String, Outcome);
     let mut acc: BTreeMap<Key, (LegacyRow, i64)> = BTreeMap::new();
-    let legacy = |r: &&DailyRow| is_legacy_name(if r.version.is_empty() { &r.offered_max } else { &r.version });
+    let legacy = |r: &&DailyRow| {
+        r.outcome == Outcome::NoSharedCipher || is_legacy_name(if r.version.is_empty() { &r.offered_max } else { &r.version })
+    };
     for r in rows.iter().filter(legacy) {
-        let key = (r.tenant.clone(), r.sender.clone(), r.endpoint.clone(), r.version.clone(), r.fingerprint.clone(), r.outcome);
+        let key = (r.tenant.clone(), r.sender.clone(), r.endpoint.clone(), r.version.clone(), r.cipher.clone(), r.fingerprint.clone(), r.outcome);
         let e = acc.entry(key).or_insert_with(|| {
             let row = LegacyRow {
                 tenant: r.tenant.clone(),
@@ -196,6 +203,8 @@ pub fn legacy_report(rows: &[DailyRow]) -> Vec<LegacyRow> {
                 sessions: 0,
                 messages: 0,
                 last_seen: String::new(),
+                cipher: r.cipher.clone(),
+                offered_ciphers: String::new(),
             };
             (row, i64::MIN)
         });
@@ -207,6 +216,7 @@ pub fn legacy_report(rows: &[DailyRow]) -> Vec<LegacyRow> {
             e.0.sni = r.sni.clone();
             e.0.ehlo = r.ehlo.clone();
             e.0.offered_max = r.offered_max.clone();
+            e.0.offered_ciphers = r.offered_ciphers.clone();
             e.0.last_seen = rfc3339(r.last_seen);
         }
     }
@@ -214,12 +224,57 @@ pub fn legacy_report(rows: &[DailyRow]) -> Vec<LegacyRow> {
 }
 
 /// The scenario of a what-if.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scenario {
     /// The schedule step (and opt-in end dates) in force on this date.
     On(NaiveDate),
     /// The tenant's opt-in switched off.
     DisableLegacy,
+    /// A kind of suite removed from one endpoint (or all, `None`).
+    DropSuites(SuiteKind, Option<String>),
+}
+
+/// A kind of cipher suite an operator may want to stop serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuiteKind {
+    /// RSA key exchange (`TLS_RSA_WITH_*`): no forward secrecy.
+    StaticRsa,
+    /// CBC with HMAC: BEAST at TLS 1.0, Lucky13.
+    Cbc,
+}
+
+impl SuiteKind {
+    pub fn parse(s: &str) -> Option<SuiteKind> {
+        match s {
+            "static-rsa" => Some(SuiteKind::StaticRsa),
+            "cbc" => Some(SuiteKind::Cbc),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SuiteKind::StaticRsa => "static-rsa",
+            SuiteKind::Cbc => "cbc",
+        }
+    }
+
+    /// Whether a suite is of this kind.
+    pub fn covers(self, s: &crate::tls::profile::Suite) -> bool {
+        use crate::tls::profile::{Bulk, Kx};
+        match self {
+            SuiteKind::StaticRsa => s.kx == Kx::Rsa,
+            SuiteKind::Cbc => s.bulk == Bulk::Cbc,
+        }
+    }
+
+    /// Whether a negotiated suite's name is of this kind.
+    pub fn covers_name(self, name: &str) -> bool {
+        match self {
+            SuiteKind::StaticRsa => crate::tls::profile::is_static_rsa(name),
+            SuiteKind::Cbc => crate::tls::profile::is_cbc(name),
+        }
+    }
 }
 
 /// `report what-if`: a sender and device that would fail, and how.
@@ -241,6 +296,8 @@ pub struct WhatIfRow {
     pub messages_per_day: f64,
     /// The reply the device would get.
     pub reply: String,
+    /// The suite its latest session used.
+    pub cipher: String,
 }
 
 /// Who would fail: every sender and device served below TLS 1.2 in the period, checked
@@ -252,6 +309,9 @@ pub fn what_if(
     scenario: Scenario,
     period: Period,
 ) -> Vec<WhatIfRow> {
+    if let Scenario::DropSuites(kind, endpoint) = &scenario {
+        return what_if_suites(rows, endpoints, *kind, endpoint.as_deref(), period);
+    }
     let served = |r: &&DailyRow| is_legacy_name(&r.version) && matches!(r.outcome, Outcome::Delivered | Outcome::Other);
     /// (tenant, sender, endpoint, version, fingerprint)
     type Key = (String, String, String, String, String);
@@ -271,7 +331,7 @@ pub fn what_if(
         let Some(v) = TlsVersion::parse(&version) else { continue };
         let settings = tenants.get(&tenant).cloned().unwrap_or_default();
         let client = last.client_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-        let Some((share, reply)) = predict(ep, endpoints, &settings, scenario, v, &sender, client) else { continue };
+        let Some((share, reply)) = predict(ep, endpoints, &settings, &scenario, v, &sender, client) else { continue };
         out.push(WhatIfRow {
             tenant,
             sender,
@@ -283,8 +343,72 @@ pub fn what_if(
             sessions,
             messages,
             affected_pct: share,
-            messages_per_day: (messages as f64 / period.days() as f64 * f64::from(share) / 100.0 * 100.0).round() / 100.0,
+            messages_per_day: per_day(messages, period, share),
             reply: reply.trim_end().to_string(),
+            cipher: last.cipher.clone(),
+        });
+    }
+    out
+}
+
+/// Messages a day over the period, times the share that would fail.
+fn per_day(messages: i64, period: Period, share: u8) -> f64 {
+    (messages as f64 / period.days() as f64 * f64::from(share) / 100.0 * 100.0).round() / 100.0
+}
+
+/// The reply a client gets when no suite it offers is served.
+pub const NO_SHARED_SUITE: &str = "TLS handshake refused with a handshake_failure alert: no cipher suite in common";
+
+/// Who would fail if `kind` were no longer served on `endpoint` (every endpoint when
+/// `None`): every sender and device whose sessions used such a suite and whose latest
+/// hello offered nothing else the endpoint would still serve at that version. (Under the
+/// server's order a client gets a weaker suite only when it offers nothing better, so a
+/// hello not recorded counts as having no alternative.)
+fn what_if_suites(rows: &[DailyRow], endpoints: &[Endpoint], kind: SuiteKind, endpoint: Option<&str>, period: Period) -> Vec<WhatIfRow> {
+    /// (tenant, sender, endpoint, version, cipher, fingerprint)
+    type Key = (String, String, String, String, String, String);
+    let mut groups: BTreeMap<Key, (i64, i64, &DailyRow)> = BTreeMap::new();
+    let hit = |r: &&DailyRow| {
+        endpoint.is_none_or(|e| e == r.endpoint)
+            && kind.covers_name(&r.cipher)
+            && matches!(r.outcome, Outcome::Delivered | Outcome::Other)
+    };
+    for r in rows.iter().filter(hit) {
+        let key = (r.tenant.clone(), r.sender.clone(), r.endpoint.clone(), r.version.clone(), r.cipher.clone(), r.fingerprint.clone());
+        let g = groups.entry(key).or_insert((0, 0, r));
+        g.0 += r.sessions;
+        g.1 += r.messages;
+        if r.last_seen >= g.2.last_seen {
+            g.2 = r;
+        }
+    }
+    let mut out = Vec::new();
+    for ((tenant, sender, endpoint, version, cipher, fingerprint), (sessions, messages, last)) in groups {
+        let Some(ep) = endpoints.iter().find(|e| e.name == endpoint) else { continue };
+        let Some(v) = TlsVersion::parse(&version) else { continue };
+        let offered: Vec<&str> = last.offered_ciphers.split(' ').filter(|n| !n.is_empty()).collect();
+        // Only suites a certificate it was served with can sign for (the report does not
+        // know the others): a what-if errs towards naming a device.
+        let auth = crate::tls::profile::by_name(&cipher).map(|s| s.auth);
+        let signable = |s: &crate::tls::profile::Suite| auth.is_none_or(|a| s.auth == a);
+        let remaining = ep.tls.suites_at(v).filter(|s| !kind.covers(s) && signable(s)).any(|s| offered.contains(&s.iana));
+        if remaining {
+            continue;
+        }
+        out.push(WhatIfRow {
+            tenant,
+            sender,
+            endpoint,
+            version,
+            fingerprint,
+            ehlo: last.ehlo.clone(),
+            client_ip: last.client_ip.clone(),
+            sessions,
+            messages,
+            affected_pct: 100,
+            messages_per_day: per_day(messages, period, 100),
+            reply: NO_SHARED_SUITE.to_string(),
+            cipher,
         });
     }
     out
@@ -295,14 +419,16 @@ fn predict(
     ep: &Endpoint,
     all: &[Endpoint],
     settings: &LegacySettings,
-    scenario: Scenario,
+    scenario: &Scenario,
     version: TlsVersion,
     user: &str,
     client: std::net::IpAddr,
 ) -> Option<(u8, String)> {
     let (day, settings) = match scenario {
-        Scenario::On(day) => (day, settings.clone()),
-        Scenario::DisableLegacy => (chrono::Utc::now().date_naive(), LegacySettings { allowed: false, ..settings.clone() }),
+        Scenario::On(day) => (*day, settings.clone()),
+        Scenario::DisableLegacy | Scenario::DropSuites(..) => {
+            (chrono::Utc::now().date_naive(), LegacySettings { allowed: false, ..settings.clone() })
+        }
     };
     if matches!(scenario, Scenario::On(_)) {
         let hint = policy::legacy_hint(all, ep, day);
@@ -352,7 +478,10 @@ impl Tabular for TlsRow {
 
 impl Tabular for LegacyRow {
     fn headers() -> &'static [&'static str] {
-        &["tenant", "sender", "client_ip", "sni", "ehlo", "fingerprint", "endpoint", "version", "offered_max", "outcome", "sessions", "messages", "last_seen"]
+        &[
+            "tenant", "sender", "client_ip", "sni", "ehlo", "fingerprint", "endpoint", "version", "offered_max", "outcome", "sessions",
+            "messages", "last_seen", "cipher", "offered_ciphers",
+        ]
     }
     fn cells(&self) -> Vec<String> {
         vec![
@@ -369,13 +498,18 @@ impl Tabular for LegacyRow {
             self.sessions.to_string(),
             self.messages.to_string(),
             self.last_seen.clone(),
+            self.cipher.clone(),
+            self.offered_ciphers.clone(),
         ]
     }
 }
 
 impl Tabular for WhatIfRow {
     fn headers() -> &'static [&'static str] {
-        &["tenant", "sender", "endpoint", "version", "fingerprint", "ehlo", "client_ip", "sessions", "messages", "affected_pct", "messages_per_day", "reply"]
+        &[
+            "tenant", "sender", "endpoint", "version", "fingerprint", "ehlo", "client_ip", "sessions", "messages", "affected_pct",
+            "messages_per_day", "reply", "cipher",
+        ]
     }
     fn cells(&self) -> Vec<String> {
         vec![
@@ -391,6 +525,7 @@ impl Tabular for WhatIfRow {
             self.affected_pct.to_string(),
             format!("{:.2}", self.messages_per_day),
             self.reply.clone(),
+            self.cipher.clone(),
         ]
     }
 }
@@ -457,6 +592,8 @@ mod tests {
             sni: String::new(),
             client_ip: "10.0.0.9".into(),
             offered_max: if version.is_empty() { "TLSv1.0".into() } else { version.into() },
+            cipher: if version.is_empty() { String::new() } else { "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into() },
+            offered_ciphers: String::new(),
         }
     }
 

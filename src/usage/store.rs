@@ -1,7 +1,7 @@
 //! Where usage events live: the [`UsageStore`] trait and its SQLite implementation.
 //!
 //! Two tables: `usage_events` (one row per connection, kept `raw_days`) and `usage_daily`
-//! (one row per day, tenant, sender, endpoint, TLS version, fingerprint and outcome, with
+//! (one row per day, tenant, sender, endpoint, TLS version, suite, fingerprint and outcome, with
 //! counts and the last device details seen, kept `rollup_days`). A batch of events is
 //! written in one transaction: the raw rows and the rollup upserts together, so reports,
 //! which read the rollups, are always current. A separate database file
@@ -26,7 +26,8 @@ pub struct Retention {
     pub rollup_days: u32,
 }
 
-/// One rollup row: a day of one (tenant, sender, endpoint, version, fingerprint, outcome).
+/// One rollup row: a day of one (tenant, sender, endpoint, version, cipher, fingerprint,
+/// outcome).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DailyRow {
     pub day: NaiveDate,
@@ -37,6 +38,8 @@ pub struct DailyRow {
     pub endpoint: String,
     /// Negotiated version; empty when no handshake completed.
     pub version: String,
+    /// Negotiated suite (IANA name); empty when no handshake completed.
+    pub cipher: String,
     pub fingerprint: String,
     pub outcome: Outcome,
     pub sessions: i64,
@@ -47,6 +50,8 @@ pub struct DailyRow {
     pub sni: String,
     pub client_ip: String,
     pub offered_max: String,
+    /// The suites the latest hello offered (space-separated IANA names).
+    pub offered_ciphers: String,
 }
 
 /// Which rollups a report reads.
@@ -67,7 +72,7 @@ pub trait UsageStore: Send + Sync {
     async fn apply_retention(&self, now: DateTime<Utc>, retention: Retention) -> Result<(u64, u64)>;
     /// Rollup rows in a period, for one tenant or all.
     async fn rollups(&self, filter: &RollupFilter) -> Result<Vec<DailyRow>>;
-    /// The period's rollups summed per (tenant, sender, endpoint, version, fingerprint,
+    /// The period's rollups summed per (tenant, sender, endpoint, version, cipher, fingerprint,
     /// outcome), with the device details of the latest row: what reports read. `day` is
     /// the period's last day.
     async fn period_totals(&self, filter: &RollupFilter) -> Result<Vec<DailyRow>>;
@@ -79,7 +84,8 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS usage_events (
     time INTEGER NOT NULL, node TEXT NOT NULL, endpoint TEXT NOT NULL, client_ip TEXT NOT NULL,
     offered_max TEXT, version TEXT, cipher TEXT, sni TEXT, fingerprint TEXT, ehlo TEXT,
-    user TEXT, tenant TEXT, outcome TEXT NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL
+    user TEXT, tenant TEXT, outcome TEXT NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    offered_ciphers TEXT
 );
 CREATE INDEX IF NOT EXISTS usage_events_time ON usage_events(time);
 CREATE INDEX IF NOT EXISTS usage_events_tenant_time ON usage_events(tenant, time);
@@ -88,10 +94,55 @@ CREATE TABLE IF NOT EXISTS usage_daily (
     version TEXT NOT NULL, fingerprint TEXT NOT NULL, outcome TEXT NOT NULL,
     sessions INTEGER NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL, last_seen INTEGER NOT NULL,
     ehlo TEXT NOT NULL, sni TEXT NOT NULL, client_ip TEXT NOT NULL, offered_max TEXT NOT NULL,
-    PRIMARY KEY (tenant, day, sender, endpoint, version, fingerprint, outcome)
+    cipher TEXT NOT NULL DEFAULT '', offered_ciphers TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (tenant, day, sender, endpoint, version, cipher, fingerprint, outcome)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS usage_daily_day ON usage_daily(day);
 "#;
+
+/// Brings a store made before the suites were recorded up to [`SCHEMA`]: `usage_events`
+/// gains `offered_ciphers`; `usage_daily` is rebuilt with `cipher` in its key (its old
+/// rows keep an empty suite). One transaction; run before `SCHEMA`'s indexes are used.
+const UPGRADE_DAILY: &str = r#"
+ALTER TABLE usage_daily RENAME TO usage_daily_old;
+DROP INDEX IF EXISTS usage_daily_day;
+"#;
+
+async fn upgrade(pool: &SqlitePool) -> Result<()> {
+    let has = |table: &'static str, column: &'static str| async move {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"))
+            .fetch_one(pool)
+            .await?;
+        Result::Ok(n > 0)
+    };
+    let events_exist: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'usage_events'")
+        .fetch_one(pool)
+        .await?;
+    if events_exist == 0 {
+        return Ok(());
+    }
+    // Asked before the transaction: the pool has one connection.
+    let events_new = has("usage_events", "offered_ciphers").await?;
+    let daily_old = !has("usage_daily", "cipher").await? && has("usage_daily", "day").await?;
+    let mut tx = pool.begin().await?;
+    if !events_new {
+        sqlx::query("ALTER TABLE usage_events ADD COLUMN offered_ciphers TEXT").execute(&mut *tx).await?;
+    }
+    if daily_old {
+        sqlx::raw_sql(UPGRADE_DAILY).execute(&mut *tx).await?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, fingerprint, outcome, sessions, messages, bytes, \
+             last_seen, ehlo, sni, client_ip, offered_max) SELECT tenant, day, sender, endpoint, version, fingerprint, outcome, \
+             sessions, messages, bytes, last_seen, ehlo, sni, client_ip, offered_max FROM usage_daily_old",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DROP TABLE usage_daily_old").execute(&mut *tx).await?;
+        tracing::info!("usage store upgraded: rollups now keep the negotiated cipher suite");
+    }
+    tx.commit().await
+}
 
 /// SQLite usage store.
 #[derive(Clone)]
@@ -108,6 +159,7 @@ impl SqliteUsageStore {
             .busy_timeout(Duration::from_secs(10));
         // One connection: the writer is the only writer, and PRAGMAs then hold for all use.
         let pool = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(opts).await?;
+        upgrade(&pool).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         Ok(SqliteUsageStore { pool })
     }
@@ -141,7 +193,7 @@ fn day_of(time: i64) -> NaiveDate {
 async fn insert_raw(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent]) -> Result<()> {
     for chunk in events.chunks(500) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO usage_events (time, node, endpoint, client_ip, offered_max, version, cipher, sni, fingerprint, ehlo, user, tenant, outcome, messages, bytes) ",
+            "INSERT INTO usage_events (time, node, endpoint, client_ip, offered_max, version, cipher, sni, fingerprint, ehlo, user, tenant, outcome, messages, bytes, offered_ciphers) ",
         );
         q.push_values(chunk, |mut b, e| {
             b.push_bind(e.time)
@@ -158,7 +210,8 @@ async fn insert_raw(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent
                 .push_bind(&e.tenant)
                 .push_bind(e.outcome.as_str())
                 .push_bind(e.messages as i64)
-                .push_bind(e.bytes as i64);
+                .push_bind(e.bytes as i64)
+                .push_bind(&e.offered_ciphers);
         });
         q.build().execute(&mut **tx).await?;
     }
@@ -169,7 +222,7 @@ async fn insert_raw(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent
 async fn upsert_rollups(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &[DailyRow]) -> Result<()> {
     for chunk in rows.chunks(500) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, fingerprint, outcome, sessions, messages, bytes, last_seen, ehlo, sni, client_ip, offered_max) ",
+            "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, cipher, fingerprint, outcome, sessions, messages, bytes, last_seen, ehlo, sni, client_ip, offered_max, offered_ciphers) ",
         );
         q.push_values(chunk, |mut b, r| {
             b.push_bind(&r.tenant)
@@ -177,6 +230,7 @@ async fn upsert_rollups(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &[DailyRow
                 .push_bind(&r.sender)
                 .push_bind(&r.endpoint)
                 .push_bind(&r.version)
+                .push_bind(&r.cipher)
                 .push_bind(&r.fingerprint)
                 .push_bind(r.outcome.as_str())
                 .push_bind(r.sessions)
@@ -186,7 +240,8 @@ async fn upsert_rollups(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &[DailyRow
                 .push_bind(&r.ehlo)
                 .push_bind(&r.sni)
                 .push_bind(&r.client_ip)
-                .push_bind(&r.offered_max);
+                .push_bind(&r.offered_max)
+                .push_bind(&r.offered_ciphers);
         });
         q.push(
             " ON CONFLICT DO UPDATE SET sessions = sessions + excluded.sessions, messages = messages + excluded.messages, \
@@ -195,6 +250,7 @@ async fn upsert_rollups(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &[DailyRow
              sni = CASE WHEN excluded.last_seen >= last_seen THEN excluded.sni ELSE sni END, \
              client_ip = CASE WHEN excluded.last_seen >= last_seen THEN excluded.client_ip ELSE client_ip END, \
              offered_max = CASE WHEN excluded.last_seen >= last_seen THEN excluded.offered_max ELSE offered_max END, \
+             offered_ciphers = CASE WHEN excluded.last_seen >= last_seen THEN excluded.offered_ciphers ELSE offered_ciphers END, \
              last_seen = MAX(last_seen, excluded.last_seen)",
         );
         q.build().execute(&mut **tx).await?;
@@ -204,8 +260,8 @@ async fn upsert_rollups(tx: &mut sqlx::Transaction<'_, Sqlite>, rows: &[DailyRow
 
 /// Folds events into rollup rows (one per key), as the writer upserts them.
 pub fn rollup(events: &[UsageEvent]) -> Vec<DailyRow> {
-    /// (tenant, day, sender, endpoint, version, fingerprint, outcome): the rollup key.
-    type Key = (String, NaiveDate, String, String, String, String, Outcome);
+    /// (tenant, day, sender, endpoint, version, cipher, fingerprint, outcome): the rollup key.
+    type Key = (String, NaiveDate, String, String, String, String, String, Outcome);
     let mut rows: HashMap<Key, DailyRow> = HashMap::new();
     for e in events {
         let key = (
@@ -214,6 +270,7 @@ pub fn rollup(events: &[UsageEvent]) -> Vec<DailyRow> {
             e.sender(),
             e.endpoint.clone(),
             e.version.clone().unwrap_or_default(),
+            e.cipher.clone().unwrap_or_default(),
             e.fingerprint.clone().unwrap_or_default(),
             e.outcome,
         );
@@ -223,8 +280,9 @@ pub fn rollup(events: &[UsageEvent]) -> Vec<DailyRow> {
             sender: key.2.clone(),
             endpoint: key.3.clone(),
             version: key.4.clone(),
-            fingerprint: key.5.clone(),
-            outcome: key.6,
+            cipher: key.5.clone(),
+            fingerprint: key.6.clone(),
+            outcome: key.7,
             sessions: 0,
             messages: 0,
             bytes: 0,
@@ -233,6 +291,7 @@ pub fn rollup(events: &[UsageEvent]) -> Vec<DailyRow> {
             sni: String::new(),
             client_ip: String::new(),
             offered_max: String::new(),
+            offered_ciphers: String::new(),
         });
         row.sessions += 1;
         row.messages += e.messages as i64;
@@ -243,6 +302,7 @@ pub fn rollup(events: &[UsageEvent]) -> Vec<DailyRow> {
             row.sni = e.sni.clone().unwrap_or_default();
             row.client_ip = e.client_ip.clone();
             row.offered_max = e.offered_max.clone().unwrap_or_default();
+            row.offered_ciphers = e.offered_ciphers.clone().unwrap_or_default();
         }
     }
     rows.into_values().collect()
@@ -257,6 +317,7 @@ fn row_from_sql(r: &sqlx::sqlite::SqliteRow) -> DailyRow {
         sender: r.get("sender"),
         endpoint: r.get("endpoint"),
         version: r.get("version"),
+        cipher: r.get("cipher"),
         fingerprint: r.get("fingerprint"),
         outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Other),
         sessions: r.get("sessions"),
@@ -267,6 +328,7 @@ fn row_from_sql(r: &sqlx::sqlite::SqliteRow) -> DailyRow {
         sni: r.get("sni"),
         client_ip: r.get("client_ip"),
         offered_max: r.get("offered_max"),
+        offered_ciphers: r.get("offered_ciphers"),
     }
 }
 
@@ -319,15 +381,16 @@ impl UsageStore for SqliteUsageStore {
             "SELECT tenant, ",
         );
         q.push_bind(f.to.to_string()).push(
-            " AS day, sender, endpoint, version, fingerprint, outcome, SUM(sessions) AS sessions, \
-             SUM(messages) AS messages, SUM(bytes) AS bytes, MAX(last_seen) AS last_seen, ehlo, sni, client_ip, offered_max \
+            " AS day, sender, endpoint, version, cipher, fingerprint, outcome, SUM(sessions) AS sessions, \
+             SUM(messages) AS messages, SUM(bytes) AS bytes, MAX(last_seen) AS last_seen, ehlo, sni, client_ip, offered_max, \
+             offered_ciphers \
              FROM usage_daily WHERE ",
         );
         if let Some(t) = &f.tenant {
             q.push("tenant = ").push_bind(t).push(" AND ");
         }
         q.push("day >= ").push_bind(f.from.to_string()).push(" AND day <= ").push_bind(f.to.to_string());
-        q.push(" GROUP BY tenant, sender, endpoint, version, fingerprint, outcome");
+        q.push(" GROUP BY tenant, sender, endpoint, version, cipher, fingerprint, outcome");
         let rows = q.build().fetch_all(&self.pool).await?;
         Ok(rows.iter().map(row_from_sql).collect())
     }
@@ -354,6 +417,7 @@ impl UsageStore for SqliteUsageStore {
                     offered_max: r.get("offered_max"),
                     version: r.get("version"),
                     cipher: r.get("cipher"),
+                    offered_ciphers: r.get("offered_ciphers"),
                     sni: r.get("sni"),
                     fingerprint: r.get("fingerprint"),
                     ehlo: r.get("ehlo"),
