@@ -1,0 +1,454 @@
+//! Acceptance tests for the TLS profiles, against the real demo (`mailgate demo`, its own
+//! configuration and certificate) driven by clients we did not write: every suite that
+//! OpenSSL knows is tried with `openssl s_client` per endpoint and per version, and the
+//! set that completes must equal the profile's documented set exactly; the TLS 1.0/1.1
+//! handshake of a standard endpoint must carry nothing but the `421 4.7.66`; a hello
+//! without a shared suite gets a handshake_failure alert and is recorded with its offered
+//! suites; the what-if names a client that used static RSA; testssl.sh's verdicts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailgate");
+
+// ---- what the docs promise (docs/legacy-tls.md, "TLS profiles"), for an RSA certificate ----
+
+const TLS13: &[&str] = &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"];
+const INTERMEDIATE_12: &[&str] = &["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305"];
+const LEGACY_10: &[&str] = &["ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA", "AES128-SHA", "AES256-SHA"];
+const LEGACY_12: &[&str] = &[
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+];
+
+// ---- a mailgate process ---------------------------------------------------------------------
+
+struct Mailgate {
+    child: Child,
+    listeners: BTreeMap<String, SocketAddr>,
+}
+
+impl Mailgate {
+    /// Runs `mailgate ARGS` and waits for its four `listening NAME ADDR` lines (20 s).
+    fn start(args: &[&str], stderr: &Path) -> Mailgate {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(stderr).unwrap();
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("MAILGATE_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn mailgate");
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut listeners = BTreeMap::new();
+        while listeners.len() < 4 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                panic!("mailgate {args:?}: no four listening lines in 20 s; stderr:\n{}", std::fs::read_to_string(stderr).unwrap_or_default())
+            });
+            if let ["listening", name, addr] = line.split_whitespace().collect::<Vec<_>>()[..] {
+                listeners.insert(name.to_string(), addr.parse().unwrap());
+            }
+        }
+        // Keep draining stdout so that the server never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Mailgate { child, listeners }
+    }
+
+    fn port(&self, endpoint: &str) -> u16 {
+        self.listeners[endpoint].port()
+    }
+}
+
+impl Drop for Mailgate {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+/// The demo in a temporary directory, on free ports.
+fn demo(dir: &Path) -> Mailgate {
+    let data = dir.join("demo");
+    Mailgate::start(&["demo", "--data", data.to_str().unwrap(), "--port-base", "0"], &dir.join("demo-stderr.log"))
+}
+
+fn cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).arg("--config").arg(config).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+fn show(o: &Output) -> String {
+    format!("status {}\nstdout:\n{}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn is_starttls(endpoint: &str) -> bool {
+    endpoint.ends_with("starttls")
+}
+
+// ---- openssl s_client over every suite --------------------------------------------------------
+
+/// Every TLS 1.0-1.2 suite the machine's OpenSSL knows, and its TLS 1.3 suites.
+fn openssl_suites() -> (Vec<String>, Vec<String>) {
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = Command::new("openssl").arg("ciphers").args(args).output().expect("openssl ciphers");
+        assert!(out.status.success(), "openssl ciphers {args:?}: {}", show(&out));
+        String::from_utf8_lossy(&out.stdout).trim().split(':').map(String::from).collect()
+    };
+    let all = list(&["ALL:COMPLEMENTOFALL:@SECLEVEL=0"]);
+    let tls13: Vec<String> = all.iter().filter(|c| c.starts_with("TLS_")).cloned().collect();
+    let tls12: Vec<String> = all.into_iter().filter(|c| !c.starts_with("TLS_")).collect();
+    assert!(tls12.len() > 40, "OpenSSL lists only {} suites", tls12.len());
+    // The CCM suites exist in OpenSSL but are not in its default TLS 1.3 list.
+    let mut tls13 = tls13;
+    for extra in ["TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256"] {
+        if !tls13.iter().any(|c| c == extra) {
+            tls13.push(extra.to_string());
+        }
+    }
+    (tls12, tls13)
+}
+
+/// One s_client handshake with one suite at one version: the suite that completed, if any.
+fn s_client(port: u16, starttls: bool, version: &str, suite: &str) -> Option<String> {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["20", "openssl", "s_client", "-connect", &format!("127.0.0.1:{port}"), &format!("-{version}")]);
+    if version == "tls1_3" {
+        cmd.args(["-ciphersuites", suite]);
+    } else {
+        cmd.args(["-cipher", &format!("{suite}:@SECLEVEL=0")]);
+    }
+    if starttls {
+        cmd.args(["-starttls", "smtp"]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let got = text.lines().find_map(|l| l.split_once("Cipher is ").map(|(_, c)| c.trim().to_string()))?;
+    (got != "(NONE)").then_some(got)
+}
+
+/// Tries every suite at `version`, a few at a time; returns those that completed.
+fn completing(port: u16, starttls: bool, version: &str, suites: &[String]) -> BTreeSet<String> {
+    let chunks: Vec<Vec<String>> = suites.chunks(suites.len().div_ceil(6).max(1)).map(|c| c.to_vec()).collect();
+    let version = version.to_string();
+    let handles: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let version = version.clone();
+            std::thread::spawn(move || {
+                let mut ok = Vec::new();
+                for suite in chunk {
+                    if let Some(got) = s_client(port, starttls, &version, &suite) {
+                        assert_eq!(got, suite, "asked for {suite}, got {got}");
+                        ok.push(got);
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn every_openssl_suite_per_demo_endpoint_and_version_completes_exactly_as_the_profile_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = demo(dir.path());
+    let (tls12, tls13) = openssl_suites();
+    let cases: [(&str, &str, &[&str]); 16] = [
+        ("standard-starttls", "tls1_3", TLS13),
+        ("standard-starttls", "tls1_2", INTERMEDIATE_12),
+        // Completed only to send the 421 (checked below): no mail passes.
+        ("standard-starttls", "tls1_1", LEGACY_10),
+        ("standard-starttls", "tls1", LEGACY_10),
+        ("standard-implicit", "tls1_3", TLS13),
+        ("standard-implicit", "tls1_2", INTERMEDIATE_12),
+        ("standard-implicit", "tls1_1", LEGACY_10),
+        ("standard-implicit", "tls1", LEGACY_10),
+        ("legacy-starttls", "tls1_3", TLS13),
+        ("legacy-starttls", "tls1_2", LEGACY_12),
+        ("legacy-starttls", "tls1_1", LEGACY_10),
+        ("legacy-starttls", "tls1", LEGACY_10),
+        ("legacy-implicit", "tls1_3", TLS13),
+        ("legacy-implicit", "tls1_2", LEGACY_12),
+        ("legacy-implicit", "tls1_1", LEGACY_10),
+        ("legacy-implicit", "tls1", LEGACY_10),
+    ];
+    let mut wrong = Vec::new();
+    for (endpoint, version, want) in cases {
+        let suites = if version == "tls1_3" { &tls13 } else { &tls12 };
+        let got = completing(server.port(endpoint), is_starttls(endpoint), version, suites);
+        if got != set(want) {
+            wrong.push(format!("{endpoint} {version}: completed {got:?}, the profile says {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "suites that complete differ from the profiles:\n{}", wrong.join("\n"));
+}
+
+// ---- the TLS 1.0/1.1 handshake of a standard endpoint carries only the 421 -----------------
+
+/// An OpenSSL client (the `openssl` crate) pinned to one version and suite list.
+fn connector(v: openssl::ssl::SslVersion, ciphers: &str) -> openssl::ssl::SslConnector {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
+    b.set_min_proto_version(Some(v)).unwrap();
+    b.set_max_proto_version(Some(v)).unwrap();
+    b.set_cipher_list(&format!("{ciphers}:@SECLEVEL=0")).unwrap();
+    b.set_security_level(0);
+    b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    b.build()
+}
+
+fn read_line(s: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    let mut b = [0u8];
+    while !line.ends_with(b"\r\n") {
+        if s.read(&mut b).unwrap() == 0 {
+            break;
+        }
+        line.push(b[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Plain TCP to the endpoint, with STARTTLS done where it wants it.
+fn tcp_for_tls(addr: SocketAddr, starttls: bool) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    if starttls {
+        assert!(read_line(&mut tcp).starts_with("220 "));
+        tcp.write_all(b"EHLO client.test\r\n").unwrap();
+        while !read_line(&mut tcp).starts_with("250 ") {}
+        tcp.write_all(b"STARTTLS\r\n").unwrap();
+        assert!(read_line(&mut tcp).starts_with("220 "));
+    }
+    tcp
+}
+
+#[test]
+fn legacy_handshakes_on_standard_endpoints_carry_only_the_421_then_the_close() {
+    use openssl::ssl::SslVersion;
+    let dir = tempfile::tempdir().unwrap();
+    let server = demo(dir.path());
+    for endpoint in ["standard-starttls", "standard-implicit"] {
+        for (v, suite) in [(SslVersion::TLS1, "AES128-SHA"), (SslVersion::TLS1_1, "ECDHE-RSA-AES256-SHA"), (SslVersion::TLS1, "ECDHE-RSA-AES128-SHA")] {
+            let tcp = tcp_for_tls(server.listeners[endpoint], is_starttls(endpoint));
+            let ssl = connector(v, suite).configure().unwrap().verify_hostname(false).into_ssl("localhost").unwrap();
+            let mut tls = ssl.connect(tcp).unwrap_or_else(|e| panic!("{endpoint} {v:?} {suite}: {e}"));
+            // Everything the server says in this session, before the client says anything
+            // (writing after the server's close could reset the connection): one 421.
+            let mut all = Vec::new();
+            let end = tls.read_to_end(&mut all);
+            let text = String::from_utf8_lossy(&all);
+            assert!(
+                text.starts_with("421 4.7.66 TLS 1.0 and 1.1 are not supported on this endpoint.") && text.matches("\r\n").count() == 1,
+                "{endpoint} {v:?} {suite}: the server said {text:?}"
+            );
+            assert!(end.is_ok(), "{endpoint} {v:?}: the 421 ends with a clean TLS close: {end:?}");
+        }
+    }
+}
+
+// ---- no shared suite: a handshake_failure alert, recorded with the offered suites ----------
+
+/// Polls `mailgate report legacy --format json` until a row matches (20 s): the usage
+/// writer stores events within a second.
+fn wait_for_report_row(config: &Path, args: &[&str], what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = cli(config, args);
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
+        if let Some(row) = rows.as_array().unwrap().iter().find(|r| pred(r)) {
+            return row.clone();
+        }
+        assert!(Instant::now() < deadline, "{what}: no such row in {rows:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_hello_without_a_shared_suite_gets_handshake_failure_and_is_recorded_with_its_suites() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = demo(dir.path());
+    let config = dir.path().join("demo/mailgate.toml");
+    for endpoint in ["standard-starttls", "standard-implicit"] {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", server.port(endpoint)), "-tls1_2"])
+            .args(["-cipher", "AES128-SHA:ECDHE-RSA-AES256-SHA:@SECLEVEL=0"])
+            .args(if is_starttls(endpoint) { &["-starttls", "smtp"][..] } else { &[][..] })
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("alert handshake failure"), "{endpoint}: expected a handshake_failure alert:\n{text}");
+        assert!(text.contains("Cipher is (NONE)"), "{endpoint}: no suite may complete:\n{text}");
+    }
+    let row = wait_for_report_row(&config, &["report", "legacy", "--format", "json"], "a no_shared_cipher row", |r| {
+        r["outcome"] == "no_shared_cipher" && r["endpoint"] == "standard-implicit"
+    });
+    let offered = row["offered_ciphers"].as_str().unwrap();
+    assert!(
+        offered.contains("TLS_RSA_WITH_AES_128_CBC_SHA") && offered.contains("TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA"),
+        "offered suites recorded: {row:#}"
+    );
+    assert_eq!(row["offered_max"], "TLSv1.2", "{row:#}");
+    assert_eq!(row["version"], "", "no handshake completed: {row:#}");
+}
+
+// ---- what the suites show: Received header, reports, what-if -------------------------------
+
+fn demo_password(dir: &Path, user: &str) -> String {
+    let creds = std::fs::read_to_string(dir.join("demo/demo-credentials.txt")).unwrap();
+    creds.lines().find_map(|l| l.strip_prefix(&format!("{user} "))).unwrap_or_else(|| panic!("no {user} in {creds}")).trim().to_string()
+}
+
+/// Sends one message with swaks at TLS 1.2 with one suite.
+fn swaks_tls12(port: u16, user: &str, password: &str, suite: &str, tag: &str) {
+    let out = Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &port.to_string(), "--tls", "--tls-protocol", "tlsv1_2"])
+        .args(["--tls-cipher", &format!("{suite}:@SECLEVEL=0")])
+        .args(["--auth", "PLAIN", "--auth-user", user, "--auth-password", password])
+        .args(["--from", user, "--to", "bob@fabrikam.test", "--ehlo", &format!("{tag}.client.test")])
+        .args(["--header", &format!("Subject: {tag}")])
+        .output()
+        .expect("swaks (installed by .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("250 2.0.0 OK queued as"), "swaks {suite}: {}", show(&out));
+}
+
+/// Waits for a message with this Subject in a Maildir and returns it.
+fn wait_for_mail(maildir: &Path, tag: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = std::fs::read_dir(maildir.join("new"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .find(|m| m.contains(&format!("Subject: {tag}")));
+        if let Some(m) = found {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "no message {tag} in {}", maildir.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_what_if_names_the_client_that_needs_static_rsa_on_the_legacy_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = demo(dir.path());
+    let config = dir.path().join("demo/mailgate.toml");
+    let port = server.port("legacy-starttls");
+    // The printer knows only static RSA; bob's client ECDHE as well as static RSA.
+    swaks_tls12(port, "printer@fabrikam.test", &demo_password(dir.path(), "printer@fabrikam.test"), "AES128-SHA", "rsa-only");
+    swaks_tls12(port, "bob@fabrikam.test", &demo_password(dir.path(), "bob@fabrikam.test"), "AES128-SHA:ECDHE-RSA-AES128-SHA", "with-ecdhe");
+    let maildir = dir.path().join("demo/maildir/fabrikam.test/bob");
+    let m = wait_for_mail(&maildir, "rsa-only");
+    assert!(m.contains("using TLSv1.2 with cipher TLS_RSA_WITH_AES_128_CBC_SHA"), "Received header:\n{m}");
+    let m = wait_for_mail(&maildir, "with-ecdhe");
+    assert!(m.contains("using TLSv1.2 with cipher TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"), "server order: ECDHE first\n{m}");
+
+    let args = ["report", "what-if", "--drop", "static-rsa", "--endpoint", "legacy-starttls", "--format", "json"];
+    let row = wait_for_report_row(&config, &args, "the printer in the what-if", |r| r["sender"] == "printer@fabrikam.test");
+    assert_eq!(row["cipher"], "TLS_RSA_WITH_AES_128_CBC_SHA", "{row:#}");
+    assert_eq!(row["affected_pct"], 100, "{row:#}");
+    assert!(row["reply"].as_str().unwrap().contains("handshake_failure"), "{row:#}");
+    let out = cli(&config, &args);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("bob@fabrikam.test"), "bob's client has ECDHE: {}", show(&out));
+    // Nobody breaks if only the standard endpoint dropped it, and CBC off names both.
+    let out = cli(&config, &["report", "what-if", "--drop", "static-rsa", "--endpoint", "standard-starttls", "--format", "json"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]", "{}", show(&out));
+    let cbc = ["report", "what-if", "--drop", "cbc", "--format", "json"];
+    wait_for_report_row(&config, &cbc, "bob under --drop cbc", |r| r["sender"] == "bob@fabrikam.test");
+    // A wrong endpoint or kind is a clear error.
+    let out = cli(&config, &["report", "what-if", "--drop", "static-rsa", "--endpoint", "nope"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such endpoint"), "{}", show(&out));
+    let out = cli(&config, &["report", "what-if", "--drop", "rc4"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("static-rsa or cbc"), "{}", show(&out));
+}
+
+// ---- check-config ---------------------------------------------------------------------------
+
+fn with_endpoint_lines(config: &Path, name: &str, lines: &str) -> PathBuf {
+    let text = std::fs::read_to_string(config).unwrap();
+    let marker = format!("name = \"{name}\"\n");
+    assert!(text.contains(&marker), "{name} in {text}");
+    let out = config.with_file_name(format!("edited-{}.toml", text.len() + lines.len()));
+    std::fs::write(&out, text.replacen(&marker, &format!("{marker}{lines}\n"), 1)).unwrap();
+    out
+}
+
+#[test]
+fn check_config_prints_the_suites_and_refuses_weak_or_unknown_names_with_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(demo(dir.path()));
+    let config = dir.path().join("demo/mailgate.toml");
+    let out = cli(&config, &["check-config"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("endpoint standard-implicit (implicit, 127.0.0.1:"), "{text}");
+    assert!(text.contains(&format!("  TLS 1.2: {}\n", INTERMEDIATE_12.join(" "))), "{text}");
+    assert!(text.contains(&format!("  TLS 1.2: {}\n", LEGACY_12.join(" "))), "{text}");
+    assert!(text.contains(&format!("  TLS 1.0: only to answer 421 4.7.66, no mail: {}\n", LEGACY_10.join(" "))), "{text}");
+
+    let cases = [
+        ("standard-starttls", "tls_ciphers = [\"ECDHE-RSA-AES128-GCM-SHA256\", \"DES-CBC3-SHA\"]", "endpoint[0].tls_ciphers[1]", "weak"),
+        ("standard-starttls", "tls_ciphers = \"ECDHE-RSA-AES128-GCM-SHA256:RC4-SHA\"", "endpoint[0].tls_ciphers[1]", "weak"),
+        ("standard-implicit", "tls_ciphers = [\"NULL-SHA256\"]", "endpoint[1].tls_ciphers[0]", "weak"),
+        ("standard-implicit", "tls_ciphers = [\"ADH-AES128-SHA\"]", "endpoint[1].tls_ciphers[0]", "weak"),
+        ("standard-implicit", "tls_ciphers = [\"EXP-RC4-MD5\"]", "endpoint[1].tls_ciphers[0]", "weak"),
+        ("standard-implicit", "tls_ciphers = [\"NOT-A-SUITE\"]", "endpoint[1].tls_ciphers[0]", "not a cipher suite"),
+        ("standard-implicit", "tls_profile = \"paranoid\"", "tls_profile", "paranoid"),
+        ("legacy-starttls", "tls_profile = \"intermediate\"", "endpoint[2].tls_profile", "TLS 1.0"),
+        ("standard-starttls", "tls_profile = \"modern\"", "endpoint[0].tls_profile", "TLS 1.2"),
+        ("standard-starttls", "tls13_ciphersuites = [\"TLS_AES_128_CCM_8_SHA256\"]", "endpoint[0].tls13_ciphersuites[0]", "not served"),
+    ];
+    for (endpoint, line, key, words) in cases {
+        let bad = with_endpoint_lines(&config, endpoint, line);
+        for cmd in [&["check-config"][..], &["serve"][..]] {
+            let out = cli(&bad, cmd);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{cmd:?} with {line}: {}", show(&out));
+            assert!(err.contains(key) && err.contains(words), "{cmd:?} with {line}: should name {key} and say {words:?}: {err}");
+        }
+    }
+    // A good expert list is taken, and printed in its order.
+    let good = with_endpoint_lines(&config, "standard-implicit", "tls_ciphers = [\"ECDHE-RSA-AES256-GCM-SHA384\", \"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"]");
+    let out = cli(&good, &["check-config"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("  TLS 1.2: ECDHE-RSA-AES256-GCM-SHA384 ECDHE-RSA-AES128-GCM-SHA256\n"), "{}", show(&out));
+}
