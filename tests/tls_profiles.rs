@@ -452,3 +452,48 @@ fn check_config_prints_the_suites_and_refuses_weak_or_unknown_names_with_the_key
     assert!(out.status.success(), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("  TLS 1.2: ECDHE-RSA-AES256-GCM-SHA384 ECDHE-RSA-AES128-GCM-SHA256\n"), "{}", show(&out));
 }
+
+// ---- RSA and ECDSA certificates side by side ------------------------------------------------
+
+#[test]
+fn with_an_ecdsa_certificate_beside_the_rsa_one_both_kinds_of_suites_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(demo(dir.path()));
+    let tls = dir.path().join("demo/tls");
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(tls.join("ecdsa-key.pem"))
+        .arg("-out")
+        .arg(tls.join("ecdsa-cert.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let config = dir.path().join("demo/mailgate.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let pair = "key = \"tls/key.pem\"\n";
+    assert!(text.contains(pair), "{text}");
+    let both = text.replacen(pair, &format!("{pair}\n[[tls.certificate]]\ncert = \"tls/ecdsa-cert.pem\"\nkey = \"tls/ecdsa-key.pem\"\n"), 1);
+    std::fs::write(&config, both).unwrap();
+    let out = cli(&config, &["check-config"]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && printed.contains("  TLS 1.2: ECDHE-ECDSA-AES128-GCM-SHA256 ECDHE-RSA-AES128-GCM-SHA256 "), "{}", show(&out));
+
+    let server = Mailgate::start(&["--config", config.to_str().unwrap(), "serve"], &dir.path().join("serve-stderr.log"));
+    let (std, legacy) = (server.port("standard-implicit"), server.port("legacy-implicit"));
+    let cases = [
+        (std, "tls1_2", "ECDHE-ECDSA-AES128-GCM-SHA256", true),
+        (std, "tls1_2", "ECDHE-ECDSA-CHACHA20-POLY1305", true),
+        (std, "tls1_2", "ECDHE-RSA-AES256-GCM-SHA384", true),
+        (std, "tls1_2", "ECDHE-ECDSA-AES128-SHA", false),
+        (std, "tls1_2", "ECDHE-ECDSA-AES128-SHA256", false),
+        (legacy, "tls1", "ECDHE-ECDSA-AES128-SHA", true),
+        (legacy, "tls1", "ECDHE-RSA-AES128-SHA", true),
+        (legacy, "tls1_2", "ECDHE-ECDSA-AES256-SHA", true),
+        (legacy, "tls1_2", "ECDHE-ECDSA-AES256-SHA384", false),
+    ];
+    for (port, version, suite, completes) in cases {
+        let got = s_client(port, false, version, suite);
+        assert_eq!(got.is_some(), completes, "port {port} {version} {suite}: {got:?}");
+    }
+}
