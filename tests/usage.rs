@@ -472,6 +472,8 @@ async fn tls_and_legacy_reports_list_exactly_what_happened() {
             "tenant": tenant, "sender": sender, "client_ip": "127.0.0.1", "sni": sni, "ehlo": ehlo,
             "endpoint": endpoint, "version": version, "offered_max": offered, "outcome": outcome,
             "sessions": sessions, "messages": messages,
+            // The server's first TLS 1.0 suite for an RSA certificate; none without a handshake.
+            "cipher": if version.is_empty() { "" } else { "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA" },
         })
     };
     let want_legacy = vec![
@@ -482,7 +484,12 @@ async fn tls_and_legacy_reports_list_exactly_what_happened() {
         legacy_row("fabrikam", PRINTER, "", "client.test", "legacy-implicit", "TLSv1.1", "TLSv1.1", "delivered", 1, 1),
         legacy_row("fabrikam", PRINTER, "localhost", "printer-3f.fabrikam.lan", "legacy-starttls", "TLSv1.0", "TLSv1.0", "delivered", 2, 3),
     ];
-    let got: Vec<Value> = legacy.iter().map(|r| without(r, &["last_seen", "fingerprint"])).collect();
+    for row in &legacy {
+        // Every one of these clients offered the OpenSSL client's legacy list, which has it.
+        let offered = row["offered_ciphers"].as_str().unwrap();
+        assert!(offered.contains("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"), "report legacy: offered_ciphers of {row}");
+    }
+    let got: Vec<Value> = legacy.iter().map(|r| without(r, &["last_seen", "fingerprint", "offered_ciphers"])).collect();
     assert_same_rows("report legacy", &got, &want_legacy);
 
     // ---- --tenant: exactly that tenant's rows, never another's or those of no tenant.
@@ -520,9 +527,9 @@ async fn tls_and_legacy_reports_list_exactly_what_happened() {
 
 const TLS_HEADER: &str = "tenant,sender,sessions,messages,tls10_pct,tls11_pct,tls12_pct,tls13_pct,endpoints,last_seen,devices";
 const LEGACY_HEADER: &str =
-    "tenant,sender,client_ip,sni,ehlo,fingerprint,endpoint,version,offered_max,outcome,sessions,messages,last_seen";
+    "tenant,sender,client_ip,sni,ehlo,fingerprint,endpoint,version,offered_max,outcome,sessions,messages,last_seen,cipher,offered_ciphers";
 const WHAT_IF_HEADER: &str =
-    "tenant,sender,endpoint,version,fingerprint,ehlo,client_ip,sessions,messages,affected_pct,messages_per_day,reply";
+    "tenant,sender,endpoint,version,fingerprint,ehlo,client_ip,sessions,messages,affected_pct,messages_per_day,reply,cipher";
 
 /// A CSV cell against the JSON value of the same column.
 fn assert_cell(column: &str, cell: &str, json: &Value, what: &str) {
@@ -675,7 +682,7 @@ async fn what_if_lists_exactly_the_senders_that_then_fail_with_that_reply() {
         json!({
             "tenant": "fabrikam", "sender": sender, "endpoint": endpoint, "version": version, "ehlo": ehlo,
             "client_ip": "127.0.0.1", "sessions": 1, "messages": 1, "affected_pct": pct,
-            "messages_per_day": per_day, "reply": reply,
+            "messages_per_day": per_day, "reply": reply, "cipher": "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
         })
     };
     // Both legacy senders, with this share, messages per day and reply (ports elided).

@@ -488,4 +488,47 @@ mod tests {
         let (_, daily) = store.apply_retention(now, Retention { raw_days: 30, rollup_days: 400 }).await.unwrap();
         assert_eq!(daily, 3);
     }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_suites_were_recorded_is_upgraded_and_keeps_its_rows() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("u.sqlite");
+        {
+            // The schema as it was before `cipher` and `offered_ciphers`.
+            let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap().create_if_missing(true);
+            let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
+            let old = SCHEMA
+                .replace(",\n    offered_ciphers TEXT\n", "\n")
+                .replace("\n    cipher TEXT NOT NULL DEFAULT '', offered_ciphers TEXT NOT NULL DEFAULT '',", "")
+                .replace("version, cipher, fingerprint", "version, fingerprint");
+            assert!(!old.contains("offered_ciphers") && old != SCHEMA, "{old}");
+            sqlx::raw_sql(&old).execute(&pool).await.unwrap();
+            sqlx::query(
+                "INSERT INTO usage_daily VALUES ('contoso', '2026-11-18', 'a@contoso.test', 'std', 'TLSv1.0', 'fp', 'delivered', 2, 3, 300, 1795000000, 'h', '', '10.0.0.7', 'TLSv1.0')",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let store = SqliteUsageStore::open(&path).await.unwrap();
+        let d = NaiveDate::from_ymd_opt(2026, 11, 18).unwrap();
+        let rows = store.rollups(&RollupFilter { tenant: None, from: d, to: d }).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].sessions, rows[0].messages, rows[0].cipher.as_str()), (2, 3, ""));
+        // New events with a suite land beside it, in their own row.
+        let mut e = ev(1_795_000_100, Some("a@contoso.test"), Some("TLSv1.0"), Outcome::Delivered, 1);
+        e.cipher = Some("TLS_RSA_WITH_AES_128_CBC_SHA".into());
+        e.offered_ciphers = Some("TLS_RSA_WITH_AES_128_CBC_SHA".into());
+        e.endpoint = "std".into();
+        e.fingerprint = Some("fp".into());
+        store.write_batch(&[e]).await.unwrap();
+        let rows = store.rollups(&RollupFilter { tenant: None, from: d, to: d }).await.unwrap();
+        assert_eq!(rows.len(), 2, "{rows:#?}");
+        assert!(rows.iter().any(|r| r.cipher == "TLS_RSA_WITH_AES_128_CBC_SHA" && r.offered_ciphers == "TLS_RSA_WITH_AES_128_CBC_SHA"));
+        drop(store);
+        // Opening again changes nothing.
+        let store = SqliteUsageStore::open(&path).await.unwrap();
+        assert_eq!(store.rollups(&RollupFilter { tenant: None, from: d, to: d }).await.unwrap().len(), 2);
+    }
 }
