@@ -19,7 +19,7 @@ use crate::reply::Reply;
 use crate::session::{ConnectionInfo, Flow, Session, SessionContext, SessionUsage};
 use crate::usage::{Outcome, Recorder, UsageEvent};
 use crate::tls::hello::{read_client_hello, HelloError, Prefixed};
-use crate::tls::{legacy::openssl_facts, rustls_facts, Route, Stack, TlsFacts, HANDSHAKE_FAILURE_ALERT, PROTOCOL_VERSION_ALERT};
+use crate::tls::{legacy::openssl_facts, rustls_facts, Route, Stack, TlsFacts, HANDSHAKE_FAILURE_ALERT, INAPPROPRIATE_FALLBACK_ALERT, PROTOCOL_VERSION_ALERT};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -285,15 +285,26 @@ impl Connection {
             return;
         }
         let route = hello.as_ref().map_or(Route::Rustls, |h| self.endpoint.tls.route(h));
-        if route == Route::NoSharedSuite {
-            TlsCounters::bump(&self.shared.tls_counters.refused_no_shared_suite);
-            event.outcome = Outcome::NoSharedCipher;
+        let refusal = match route {
+            Route::NoSharedSuite => {
+                TlsCounters::bump(&self.shared.tls_counters.refused_no_shared_suite);
+                event.outcome = Outcome::NoSharedCipher;
+                Some((HANDSHAKE_FAILURE_ALERT, "TLS refused: no cipher suite the client offers is served here"))
+            }
+            Route::InappropriateFallback => {
+                TlsCounters::bump(&self.shared.tls_counters.refused_at_handshake);
+                event.outcome = Outcome::RefusedAtHandshake;
+                Some((INAPPROPRIATE_FALLBACK_ALERT, "TLS refused: a fallback hello (TLS_FALLBACK_SCSV) below the endpoint's highest version"))
+            }
+            _ => None,
+        };
+        if let Some((alert, why)) = refusal {
             tracing::info!(
                 offered_max = offered.map(|v| v.name()), offered_ciphers = event.offered_ciphers.as_deref(),
-                fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()), "TLS refused: no cipher suite the client offers is served here"
+                fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()), "{why}"
             );
             let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                plain.write_all(&HANDSHAKE_FAILURE_ALERT).await?;
+                plain.write_all(&alert).await?;
                 plain.shutdown().await
             })
             .await;
@@ -303,7 +314,7 @@ impl Connection {
         let handshake = Duration::from_secs(self.limits().tls_handshake_timeout);
         let tls = &self.endpoint.tls;
         match route {
-            Route::Rustls | Route::NoSharedSuite => {
+            Route::Rustls | Route::NoSharedSuite | Route::InappropriateFallback => {
                 let r = tokio::time::timeout(handshake, tls.rustls.accept(io)).await;
                 let Some(stream) = self.handshake_result(r.map(|x| x.map_err(|e| e.to_string()))) else { return };
                 let facts = rustls_facts(stream.get_ref().1, hello.as_ref());

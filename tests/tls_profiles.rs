@@ -497,3 +497,98 @@ fn with_an_ecdsa_certificate_beside_the_rsa_one_both_kinds_of_suites_are_served(
         assert_eq!(got.is_some(), completes, "port {port} {version} {suite}: {got:?}");
     }
 }
+
+// ---- testssl.sh's verdicts on the standard endpoints ------------------------------------------
+
+/// Runs testssl.sh (Debian's `testssl`, installed by .ci/run) against one endpoint: protocols,
+/// cipher categories, every suite per protocol and the vulnerability checks; its JSON.
+fn testssl(dir: &Path, port: u16, starttls: bool, name: &str) -> Vec<serde_json::Value> {
+    let json = dir.join(format!("testssl-{name}.json"));
+    let mut cmd = Command::new("testssl");
+    cmd.args(["--quiet", "--color", "0", "--warnings", "off", "--ip", "one", "-p", "-s", "-E", "-U", "--jsonfile"]).arg(&json);
+    if starttls {
+        cmd.args(["-t", "smtp"]);
+    }
+    let out = cmd.arg(format!("127.0.0.1:{port}")).stdin(Stdio::null()).output().expect("testssl (Debian package testssl.sh; .ci/run installs it)");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| panic!("testssl {name} wrote no JSON ({e}): {}", show(&out)));
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("testssl {name}: {e}: {text}"));
+    assert!(findings.iter().any(|f| f["id"] == "scanTime"), "testssl {name} did not finish: {}", show(&out));
+    findings
+}
+
+fn finding<'a>(findings: &'a [serde_json::Value], id: &str, name: &str) -> &'a str {
+    findings.iter().find(|f| f["id"] == id).and_then(|f| f["finding"].as_str()).unwrap_or_else(|| panic!("testssl {name}: no {id}"))
+}
+
+/// The suites testssl saw at one protocol (`tls1`, `tls1_1`, `tls1_2`, `tls1_3`), by the
+/// OpenSSL name in its finding.
+fn testssl_suites(findings: &[serde_json::Value], proto: &str) -> BTreeSet<String> {
+    let prefix = format!("cipher-{proto}_x");
+    findings
+        .iter()
+        .filter(|f| f["id"].as_str().is_some_and(|id| id.starts_with(&prefix)))
+        .map(|f| f["finding"].as_str().unwrap().split_whitespace().nth(3).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn testssl_sees_only_forward_secret_aead_suites_at_tls12_on_the_standard_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    // Explain mode: the demo as it is.
+    let explain = demo(dir.path());
+    // Refuse mode: a second demo's configuration with legacy_tls = "refuse" on both.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    drop(demo(&other));
+    let mut config = other.join("demo/mailgate.toml");
+    for name in ["standard-starttls", "standard-implicit"] {
+        config = with_endpoint_lines(&config, name, "legacy_tls = \"refuse\"");
+    }
+    let refuse = Mailgate::start(&["--config", config.to_str().unwrap(), "serve"], &other.join("serve-stderr.log"));
+
+    let runs = [("explain", &explain, "standard-implicit"), ("explain", &explain, "standard-starttls"), ("refuse", &refuse, "standard-implicit"), ("refuse", &refuse, "standard-starttls")];
+    let scans: Vec<(String, &str, Vec<serde_json::Value>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|(mode, server, endpoint)| {
+                let (port, path) = (server.port(endpoint), dir.path());
+                let name = format!("{endpoint}-{mode}");
+                s.spawn(move || (name.clone(), *mode, testssl(path, port, is_starttls(endpoint), &name)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (name, mode, f) in &scans {
+        // TLS 1.2 and 1.3: only ECDHE + AEAD, exactly the profile's suites.
+        assert_eq!(testssl_suites(f, "tls1_2"), set(INTERMEDIATE_12), "testssl {name}: TLS 1.2 suites");
+        assert_eq!(testssl_suites(f, "tls1_3"), set(TLS13), "testssl {name}: TLS 1.3 suites");
+        for id in ["TLS1_2", "TLS1_3"] {
+            assert!(finding(f, id, name).starts_with("offered"), "testssl {name}: {id}");
+        }
+        for id in ["heartbleed", "CCS", "ROBOT", "secure_renego", "secure_client_renego", "CRIME_TLS", "POODLE_SSL", "fallback_SCSV", "SWEET32", "FREAK", "LOGJAM", "LUCKY13", "RC4"] {
+            let x = f.iter().find(|x| x["id"] == id).unwrap_or_else(|| panic!("testssl {name}: no {id}"));
+            assert_eq!(x["severity"], "OK", "testssl {name}: {x}");
+        }
+        let vulnerable: Vec<String> = f
+            .iter()
+            .filter(|x| x["finding"].as_str().is_some_and(|t| t.contains("VULNERABLE")))
+            .map(|x| format!("{}: {}", x["id"], x["finding"]))
+            .collect();
+        if *mode == "refuse" {
+            // Nothing below TLS 1.2 at all, and no line says VULNERABLE.
+            for id in ["TLS1", "TLS1_1", "SSLv3", "SSLv2"] {
+                assert!(finding(f, id, name).starts_with("not offered"), "testssl {name}: {id}: {}", finding(f, id, name));
+            }
+            assert!(testssl_suites(f, "tls1").is_empty() && testssl_suites(f, "tls1_1").is_empty(), "testssl {name}");
+            assert_eq!(finding(f, "cipherlist_AVERAGE", name), "not offered", "testssl {name}: obsolete CBC suites");
+            assert!(vulnerable.is_empty(), "testssl {name}: {vulnerable:#?}");
+        } else {
+            // The TLS 1.0/1.1 handshake that carries the 421 (see the test above) is the only
+            // one below 1.2; BEAST is flagged for its CBC suites at TLS 1.0, and nothing else.
+            for proto in ["tls1", "tls1_1"] {
+                assert_eq!(testssl_suites(f, proto), set(LEGACY_10), "testssl {name}: {proto} suites (the 421 handshake)");
+            }
+            assert!(vulnerable.iter().all(|v| v.starts_with("\"BEAST\"")), "testssl {name}: {vulnerable:#?}");
+        }
+    }
+}

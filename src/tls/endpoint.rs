@@ -30,7 +30,14 @@ pub enum Route {
     Explain,
     /// No suite the client offers is served: a handshake_failure alert, no handshake.
     NoSharedSuite,
+    /// RFC 7507 §3: a hello carrying TLS_FALLBACK_SCSV below the endpoint's highest
+    /// version (a client retrying lower after a failure, or an attacker forcing it): an
+    /// inappropriate_fallback alert, no handshake.
+    InappropriateFallback,
 }
+
+/// TLS_FALLBACK_SCSV (RFC 7507 §6).
+const FALLBACK_SCSV: u16 = 0x5600;
 
 /// An endpoint's TLS acceptors and what they serve.
 pub struct EndpointTls {
@@ -88,6 +95,10 @@ impl EndpointTls {
     /// picks the version, then the suite by its own order among the client's).
     pub fn route(&self, hello: &HelloInfo) -> Route {
         let v = hello.offered_max;
+        let highest = self.versions.last().copied().unwrap_or(TlsVersion::Tls13);
+        if hello.ciphers.contains(&FALLBACK_SCSV) && v < highest {
+            return Route::InappropriateFallback;
+        }
         if v.is_legacy() {
             if !self.versions.contains(&v) {
                 return if self.explain.is_some() { Route::Explain } else { Route::NoSharedSuite };
@@ -167,6 +178,9 @@ mod tests {
         for (ep, v, ciphers, want) in cases {
             assert_eq!(ep.route(&hello(v, ciphers)), want, "{v:?} {ciphers:04x?}");
         }
+        assert_eq!(std.route(&hello(Tls12, &[0xC02F, 0x5600])), Route::InappropriateFallback);
+        assert_eq!(std.route(&hello(Tls10, &[0x002F, 0x5600])), Route::InappropriateFallback);
+        assert_eq!(std.route(&hello(Tls13, &[0x1301, 0x5600])), Route::Rustls, "no fallback from the highest version");
         let mut no_sigalgs = hello(Tls12, &[0xC02F]);
         no_sigalgs.has_signature_algorithms = false;
         assert_eq!(std.route(&no_sigalgs), Route::OpenSsl, "rustls needs signature_algorithms at TLS 1.2");

@@ -254,6 +254,9 @@ pub const PROTOCOL_VERSION_ALERT: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02,
 /// suite the client offers is served here.
 pub const HANDSHAKE_FAILURE_ALERT: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28];
 
+/// A fatal inappropriate_fallback alert (RFC 7507 §2, alert 86) in a TLS 1.0 record.
+pub const INAPPROPRIATE_FALLBACK_ALERT: [u8; 7] = [0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x56];
+
 /// Generates a self-signed RSA-2048 certificate for `names` (PEM cert, PEM key).
 pub fn self_signed_rsa(names: &[&str], days: u32) -> Result<(String, String), openssl::error::ErrorStack> {
     use openssl::asn1::Asn1Time;
