@@ -326,6 +326,40 @@ fn a_hello_without_a_shared_suite_gets_handshake_failure_and_is_recorded_with_it
     );
     assert_eq!(row["offered_max"], "TLSv1.2", "{row:#}");
     assert_eq!(row["version"], "", "no handshake completed: {row:#}");
+
+    // A TLS 1.2 hello without signature_algorithms: SHA-1 is its only signature scheme
+    // (RFC 5246 §7.4.1.4.1), which the standard endpoint refuses and the legacy one serves.
+    for (endpoint, suite, want) in [("standard-implicit", 0xC02Fu16, [0x15u8, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]), ("legacy-implicit", 0xC013, [0x16, 0x03, 0x03, 0, 0, 0x02, 0])] {
+        let mut tcp = TcpStream::connect(server.listeners[endpoint]).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tcp.write_all(&hello_without_sigalgs(suite)).unwrap();
+        let mut got = [0u8; 7];
+        tcp.read_exact(&mut got).unwrap();
+        if want[0] == 0x16 {
+            assert_eq!((got[0], got[1], got[2], got[5]), (0x16, 0x03, 0x03, 0x02), "{endpoint}: a TLS 1.2 ServerHello: {got:02x?}");
+        } else {
+            assert_eq!(got, want, "{endpoint}: a handshake_failure alert");
+        }
+    }
+}
+
+/// A TLS 1.2 ClientHello with supported_groups and ec_point_formats, no signature_algorithms.
+fn hello_without_sigalgs(suite: u16) -> Vec<u8> {
+    let ext: &[u8] = &[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17, 0x00, 0x0b, 0x00, 0x02, 0x01, 0x00];
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[0x42; 32]);
+    body.extend_from_slice(&[0, 0, 2]);
+    body.extend_from_slice(&suite.to_be_bytes());
+    body.extend_from_slice(&[1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(ext);
+    let mut hs = vec![1u8];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
 }
 
 // ---- what the suites show: Received header, reports, what-if -------------------------------
