@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailgate");
 
+/// The two tests that run hundreds of handshakes take turns: on a 2-core machine, side by
+/// side they only slow each other down (and every other test of this file).
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 // ---- what the docs promise (docs/legacy-tls.md, "TLS profiles"), for an RSA certificate ----
 
 const TLS13: &[&str] = &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"];
@@ -185,6 +193,7 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn every_openssl_suite_per_demo_endpoint_and_version_completes_exactly_as_the_profile_says() {
+    let _turn = heavy();
     let dir = tempfile::tempdir().unwrap();
     let server = demo(dir.path());
     let (tls12, tls13) = openssl_suites();
@@ -567,6 +576,7 @@ fn testssl_suites(findings: &[serde_json::Value], proto: &str) -> BTreeSet<Strin
 
 #[test]
 fn testssl_sees_only_forward_secret_aead_suites_at_tls12_on_the_standard_endpoints() {
+    let _turn = heavy();
     let dir = tempfile::tempdir().unwrap();
     // Explain mode: the demo as it is.
     let explain = demo(dir.path());
