@@ -277,11 +277,7 @@ impl Connection {
                 offered_max = offered.map(|v| v.name()), fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()),
                 sni = hello.as_ref().and_then(|h| h.sni.as_deref()), "legacy TLS refused at handshake"
             );
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                plain.write_all(&PROTOCOL_VERSION_ALERT).await?;
-                plain.shutdown().await
-            })
-            .await;
+            send_alert(&mut plain, &PROTOCOL_VERSION_ALERT).await;
             return;
         }
         let route = hello.as_ref().map_or(Route::Rustls, |h| self.endpoint.tls.route(h));
@@ -303,11 +299,7 @@ impl Connection {
                 offered_max = offered.map(|v| v.name()), offered_ciphers = event.offered_ciphers.as_deref(),
                 fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()), "{why}"
             );
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                plain.write_all(&alert).await?;
-                plain.shutdown().await
-            })
-            .await;
+            send_alert(&mut plain, &alert).await;
             return;
         }
         let io = Prefixed::new(prefix, plain);
@@ -519,6 +511,16 @@ fn merge_session(event: &mut UsageEvent, usage: &SessionUsage) {
     event.messages += usage.messages;
     event.bytes += usage.bytes;
     event.outcome = if event.messages > 0 { Outcome::Delivered } else { usage.outcome() };
+}
+
+/// Refuses a hello before any handshake: a fatal alert, then our side closed (the client
+/// sees an orderly end, not a reset).
+async fn send_alert(plain: &mut TcpStream, alert: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        plain.write_all(alert).await?;
+        plain.shutdown().await
+    })
+    .await;
 }
 
 /// The OpenSSL handshake over the replayed stream.

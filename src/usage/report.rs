@@ -332,23 +332,44 @@ pub fn what_if(
         let settings = tenants.get(&tenant).cloned().unwrap_or_default();
         let client = last.client_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         let Some((share, reply)) = predict(ep, endpoints, &settings, &scenario, v, &sender, client) else { continue };
-        out.push(WhatIfRow {
-            tenant,
-            sender,
-            endpoint,
-            version,
-            fingerprint,
-            ehlo: last.ehlo.clone(),
-            client_ip: last.client_ip.clone(),
-            sessions,
-            messages,
-            affected_pct: share,
-            messages_per_day: per_day(messages, period, share),
-            reply: reply.trim_end().to_string(),
-            cipher: last.cipher.clone(),
-        });
+        let cipher = last.cipher.clone();
+        let group = WhatIfGroup { tenant, sender, endpoint, version, cipher, fingerprint, sessions, messages, last };
+        out.push(group.row(share, reply.trim_end(), period));
     }
     out
+}
+
+/// A what-if's sender and device with its totals over the period and its latest row.
+struct WhatIfGroup<'a> {
+    tenant: String,
+    sender: String,
+    endpoint: String,
+    version: String,
+    cipher: String,
+    fingerprint: String,
+    sessions: i64,
+    messages: i64,
+    last: &'a DailyRow,
+}
+
+impl WhatIfGroup<'_> {
+    fn row(self, share: u8, reply: &str, period: Period) -> WhatIfRow {
+        WhatIfRow {
+            tenant: self.tenant,
+            sender: self.sender,
+            endpoint: self.endpoint,
+            version: self.version,
+            fingerprint: self.fingerprint,
+            ehlo: self.last.ehlo.clone(),
+            client_ip: self.last.client_ip.clone(),
+            sessions: self.sessions,
+            messages: self.messages,
+            affected_pct: share,
+            messages_per_day: per_day(self.messages, period, share),
+            reply: reply.to_string(),
+            cipher: self.cipher,
+        }
+    }
 }
 
 /// Messages a day over the period, times the share that would fail.
@@ -395,21 +416,8 @@ fn what_if_suites(rows: &[DailyRow], endpoints: &[Endpoint], kind: SuiteKind, en
         if remaining {
             continue;
         }
-        out.push(WhatIfRow {
-            tenant,
-            sender,
-            endpoint,
-            version,
-            fingerprint,
-            ehlo: last.ehlo.clone(),
-            client_ip: last.client_ip.clone(),
-            sessions,
-            messages,
-            affected_pct: 100,
-            messages_per_day: per_day(messages, period, 100),
-            reply: NO_SHARED_SUITE.to_string(),
-            cipher,
-        });
+        let group = WhatIfGroup { tenant, sender, endpoint, version, cipher, fingerprint, sessions, messages, last };
+        out.push(group.row(100, NO_SHARED_SUITE, period));
     }
     out
 }
