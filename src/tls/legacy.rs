@@ -64,10 +64,9 @@ pub fn openssl_acceptor(pairs: &[CertificatePair], policy: &OpenSslPolicy<'_>) -
         b.set_ciphersuites(policy.ciphersuites).map_err(|e| ssl_err("OpenSSL TLS 1.3 suites", e))?;
     }
     b.set_groups_list(&super::profile::GROUPS.join(":")).map_err(|e| ssl_err("OpenSSL groups", e))?;
-    // Where TLS 1.0/1.1 is served (which signs with SHA-1 anyway), a TLS 1.2 client that
-    // sends no signature_algorithms may have SHA-1, its default (RFC 5246 §7.4.1.4.1), last.
-    let sigalgs = if legacy { format!("{}:RSA+SHA1:ECDSA+SHA1", super::profile::SIGALGS) } else { super::profile::SIGALGS.to_string() };
-    b.set_sigalgs_list(&sigalgs).map_err(|e| ssl_err("OpenSSL signature algorithms", e))?;
+    // The schemes rustls signs with, on every endpoint: a TLS 1.2 client that sends no
+    // signature_algorithms (its default is SHA-1, RFC 5246 §7.4.1.4.1) fails on both stacks.
+    b.set_sigalgs_list(super::profile::SIGALGS).map_err(|e| ssl_err("OpenSSL signature algorithms", e))?;
     if legacy {
         // After the cipher list (TLS-NOTES.md): at level 1 or 2 TLS 1.0 fails.
         b.set_security_level(0);

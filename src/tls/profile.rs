@@ -125,10 +125,8 @@ pub static SUITES: &[Suite] = &[
 pub const GROUPS: &[&str] = &["X25519", "P-256", "P-384"];
 
 /// The signature schemes both stacks use at TLS 1.2 and 1.3 (OpenSSL's names, RFC 8446
-/// §4.2.3): what rustls signs with. No SHA-1 (RFC 9155), except last on endpoints that
-/// serve TLS 1.0/1.1, for TLS 1.2 clients without signature_algorithms (which only OpenSSL
-/// serves). TLS 1.0/1.1 have no choice (RFC 4346 §7.4.3: MD5+SHA-1 for RSA, SHA-1 for
-/// ECDSA).
+/// §4.2.3): what rustls signs with. No SHA-1 (RFC 9155). TLS 1.0/1.1 have no choice
+/// (RFC 4346 §7.4.3: MD5+SHA-1 for RSA, SHA-1 for ECDSA).
 pub const SIGALGS: &str = "ECDSA+SHA256:ECDSA+SHA384:ECDSA+SHA512:ed25519:\
 rsa_pss_rsae_sha256:rsa_pss_rsae_sha384:rsa_pss_rsae_sha512:RSA+SHA256:RSA+SHA384:RSA+SHA512";
 
