@@ -752,6 +752,22 @@ mod tests {
     }
 
     #[test]
+    fn tls_profiles_default_by_versions_and_errors_name_the_endpoint_key() {
+        use crate::tls::profile::Profile;
+        let legacy = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_versions = [\"1.0\", \"1.2\"]");
+        assert_eq!(load(GOOD).unwrap().endpoints[0].tls.profile, Profile::Intermediate);
+        assert_eq!(load(&legacy).unwrap().endpoints[0].tls.profile, Profile::Legacy);
+        let modern = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_profile = \"modern\"");
+        assert_eq!(load(&modern).unwrap().endpoints[0].tls_versions, vec![TlsVersion::Tls13], "modern defaults to TLS 1.3 only");
+        let colons = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_ciphers = \"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384\"");
+        assert_eq!(load(&colons).unwrap().endpoints[0].tls.tls12.len(), 2);
+        let weak = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_ciphers = [\"RC4-SHA\"]");
+        assert!(error_of(&weak).contains("key `endpoint[0].tls_ciphers[0]`: \"RC4-SHA\" is a weak suite"), "{}", error_of(&weak));
+        let unknown = GOOD.replace("tls_mode = \"starttls\"", "tls_mode = \"starttls\"\ntls_profile = \"old\"");
+        assert!(error_of(&unknown).contains("tls_profile"), "{}", error_of(&unknown));
+    }
+
+    #[test]
     fn defaults_and_relative_paths() {
         let c = load(GOOD).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/etc/mailgate/data"));
