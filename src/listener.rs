@@ -227,6 +227,7 @@ impl Connection {
         let config = &self.shared.ctx.config;
         let mut event = UsageEvent::new(config.node_name(), &self.endpoint.config.name, self.peer.ip());
         self.serve(stream, &mut event).await;
+        event.trim_offered_ciphers();
         let now = (self.shared.ctx.clock)().timestamp();
         self.shared.recorder.record(event, now);
     }

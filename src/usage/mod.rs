@@ -147,6 +147,20 @@ impl UsageEvent {
         }
     }
 
+    /// Keeps the offered suites only where a report needs them: attempts that completed no
+    /// handshake, legacy sessions, and sessions on a CBC or RSA-key-exchange suite (the
+    /// what-if `--drop` asks whether they had an alternative). A modern session's list, a
+    /// few hundred bytes, is dropped before storage.
+    pub fn trim_offered_ciphers(&mut self) {
+        let needed = match (&self.version, &self.cipher) {
+            (Some(v), Some(c)) => is_legacy_name(v) || crate::tls::profile::is_cbc(c) || crate::tls::profile::is_static_rsa(c),
+            _ => true,
+        };
+        if !needed {
+            self.offered_ciphers = None;
+        }
+    }
+
     /// The identity reports group by: the user, else `[client address]`.
     pub fn sender(&self) -> String {
         self.user.clone().unwrap_or_else(|| format!("[{}]", self.client_ip))
@@ -284,4 +298,32 @@ async fn write(store: &dyn store::UsageStore, batch: &mut Vec<UsageEvent>) {
         tracing::error!(error = %e, events = batch.len(), "cannot store usage events; they are lost");
     }
     batch.clear();
+}
+
+#[cfg(test)]
+mod offered_tests {
+    use super::*;
+
+    #[test]
+    fn offered_suites_are_kept_only_where_a_report_needs_them() {
+        let cases = [
+            (Some("TLSv1.3"), Some("TLS13_AES_128_GCM_SHA256"), false),
+            (Some("TLSv1.2"), Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"), false),
+            (Some("TLSv1.2"), Some("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"), true),
+            (Some("TLSv1.2"), Some("TLS_RSA_WITH_AES_128_GCM_SHA256"), true),
+            (Some("TLSv1.0"), Some("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"), true),
+            (None, None, true),
+        ];
+        for (version, cipher, kept) in cases {
+            let mut e = UsageEvent::new("n", "e", "127.0.0.1".parse().unwrap());
+            e.version = version.map(String::from);
+            e.cipher = cipher.map(String::from);
+            e.offered_ciphers = Some(offered_ciphers(&[0xC02F, 0x002F, 0x1234]));
+            assert_eq!(e.offered_ciphers.as_deref(), Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 TLS_RSA_WITH_AES_128_CBC_SHA 0x1234"));
+            e.trim_offered_ciphers();
+            assert_eq!(e.offered_ciphers.is_some(), kept, "{version:?} {cipher:?}");
+        }
+        let many: Vec<u16> = (0..70).collect();
+        assert!(offered_ciphers(&many).ends_with(" +6"));
+    }
 }
