@@ -8,6 +8,7 @@
 //! messages to `delivery`. `cli` and `demo` call the same operations an admin API will.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod demo;

@@ -317,7 +317,7 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
     for ep in &config.endpoints {
         let tls = crate::tls::EndpointTls::new(&config.certificates, &keys, kinds, &ep.tls_versions, &ep.tls)
             .with_context(|| format!("endpoint {}: TLS configuration", ep.name))?;
-        endpoints.push(endpoint_tls_lines(ep, &tls, chrono::Utc::now().date_naive()));
+        endpoints.push(endpoint_tls_lines(ep, &tls, crate::clock::today(&crate::clock::system_clock())));
     }
     for s in &config.smarthosts {
         crate::delivery::smarthost::check_offline(s).map_err(|e| anyhow::anyhow!("smart host {}: {e}", s.name))?;
@@ -576,7 +576,7 @@ async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
     let args = match &cmd {
         ReportCmd::Tls(a) | ReportCmd::Legacy(a) | ReportCmd::WhatIf { args: a, .. } => a.clone(),
     };
-    let today = chrono::Utc::now().date_naive();
+    let today = crate::clock::today(&crate::clock::system_clock());
     let period = Period::parse(args.since.as_deref(), args.from.as_deref(), args.to.as_deref(), today).map_err(anyhow::Error::msg)?;
     if !config.data_dir.is_dir() {
         bail!("data_dir {} does not exist: check {} (is this the server's configuration?)", config.data_dir.display(), path.display());
@@ -615,7 +615,7 @@ async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
                     e.insert(settings);
                 }
             }
-            print_report(&what_if(&rows, &config.endpoints, &tenants, scenario, period), args.format)
+            print_report(&what_if(&rows, &config.endpoints, &tenants, scenario, period, today), args.format)
         }
     }
 }

@@ -28,13 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The current time; injected so that tests can move it.
-pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(chrono::Utc::now)
-}
+pub use crate::clock::{system_clock, Clock};
 
 /// What a server shares with all its sessions.
 pub struct SessionContext {

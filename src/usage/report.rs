@@ -308,6 +308,7 @@ pub fn what_if(
     tenants: &HashMap<String, LegacySettings>,
     scenario: Scenario,
     period: Period,
+    today: NaiveDate,
 ) -> Vec<WhatIfRow> {
     if let Scenario::DropSuites(kind, endpoint) = &scenario {
         return what_if_suites(rows, endpoints, *kind, endpoint.as_deref(), period);
@@ -331,7 +332,7 @@ pub fn what_if(
         let Some(v) = TlsVersion::parse(&version) else { continue };
         let settings = tenants.get(&tenant).cloned().unwrap_or_default();
         let client = last.client_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-        let Some((share, reply)) = predict(ep, endpoints, &settings, &scenario, v, &sender, client) else { continue };
+        let Some((share, reply)) = predict(ep, endpoints, &settings, &scenario, v, &sender, client, today) else { continue };
         let cipher = last.cipher.clone();
         let group = WhatIfGroup { tenant, sender, endpoint, version, cipher, fingerprint, sessions, messages, last };
         out.push(group.row(share, reply.trim_end(), period));
@@ -431,11 +432,12 @@ fn predict(
     version: TlsVersion,
     user: &str,
     client: std::net::IpAddr,
+    today: NaiveDate,
 ) -> Option<(u8, String)> {
     let (day, settings) = match scenario {
         Scenario::On(day) => (*day, settings.clone()),
         Scenario::DisableLegacy | Scenario::DropSuites(..) => {
-            (chrono::Utc::now().date_naive(), LegacySettings { allowed: false, ..settings.clone() })
+            (today, LegacySettings { allowed: false, ..settings.clone() })
         }
     };
     if matches!(scenario, Scenario::On(_)) {
