@@ -170,9 +170,6 @@ fn valid_domain(d: &str) -> bool {
         })
 }
 
-fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
-}
 
 /// Hashes a password with argon2id and a random salt (PHC string format).
 pub fn hash_password(password: &str) -> Result<String> {
@@ -342,6 +339,8 @@ pub struct Directory {
     /// At most one argon2 verification per core at a time (each takes ~19 MiB): a burst
     /// of logins queues here instead of exhausting memory and the blocking pool.
     argon2_slots: Arc<tokio::sync::Semaphore>,
+    /// The time written into `created_at` / `updated_at`.
+    clock: crate::clock::Clock,
 }
 
 impl Directory {
@@ -373,7 +372,18 @@ impl Directory {
             lookups: Arc::new(LookupCache::new(Duration::ZERO)),
             changed: Arc::new(AtomicBool::new(false)),
             argon2_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+            clock: crate::clock::system_clock(),
         })
+    }
+
+    /// Stamps changes with `clock`'s time instead of the system's.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Directory {
+        self.clock = clock;
+        self
+    }
+
+    fn now_secs(&self) -> i64 {
+        (self.clock)().timestamp()
     }
 
     /// Keeps hot-path lookups for `ttl` (zero: read the database every time, the default
@@ -416,7 +426,7 @@ impl Directory {
         }
         let r = sqlx::query("INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
             .bind(name)
-            .bind(now_secs())
+            .bind(self.now_secs())
             .execute(&self.pool)
             .await?;
         self.note_change();
@@ -539,7 +549,7 @@ impl Directory {
         let r = sqlx::query("INSERT INTO domains (name, tenant_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(&domain)
             .bind(id)
-            .bind(now_secs())
+            .bind(self.now_secs())
             .execute(&self.pool)
             .await?;
         self.note_change();
@@ -577,7 +587,7 @@ impl Directory {
         })?;
         let tenant_id = self.tenant_id(&tenant).await?;
         let hash = hash_blocking(password.to_string()).await?;
-        let now = now_secs();
+        let now = self.now_secs();
         let r = sqlx::query(
             "INSERT INTO users (tenant_id, address, password_hash, enabled, smtp_auth, created_at, updated_at)
              VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -643,7 +653,7 @@ impl Directory {
         )
         .bind(changes.enabled)
         .bind(changes.smtp_auth)
-        .bind(now_secs())
+        .bind(self.now_secs())
         .bind(&address)
         .execute(&self.pool)
         .await?;
@@ -661,7 +671,7 @@ impl Directory {
         let hash = hash_blocking(password.to_string()).await?;
         let r = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE address = ?")
             .bind(hash)
-            .bind(now_secs())
+            .bind(self.now_secs())
             .bind(&address)
             .execute(&self.pool)
             .await?;
@@ -900,5 +910,19 @@ mod tests {
         let err = d.set_legacy("contoso", &LegacyChanges { allowed: Some(true), ..Default::default() }).await;
         assert!(matches!(err, Err(DirectoryError::Invalid(m)) if m.contains("forbade")));
         assert!(matches!(d.legacy_settings("nope").await, Err(DirectoryError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn changes_are_stamped_with_the_injected_clock() {
+        let t = tempfile::tempdir().unwrap();
+        let at = chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+        let d = Directory::open(&t.path().join("d.sqlite")).await.unwrap().with_clock(Arc::new(move || at));
+        d.add_tenant("contoso").await.unwrap();
+        d.add_domain("contoso.test", "contoso").await.unwrap();
+        let stamps: Vec<i64> = sqlx::query_scalar("SELECT created_at FROM tenants UNION ALL SELECT created_at FROM domains")
+            .fetch_all(&d.pool)
+            .await
+            .unwrap();
+        assert_eq!(stamps, vec![1_900_000_000, 1_900_000_000]);
     }
 }

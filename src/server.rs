@@ -46,7 +46,8 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock)
     let directory = Directory::open(&config.directory_path())
         .await
         .with_context(|| format!("cannot open the directory {}", config.directory_path().display()))?
-        .with_lookup_cache(std::time::Duration::from_secs(config.directory.cache_ttl));
+        .with_lookup_cache(std::time::Duration::from_secs(config.directory.cache_ttl))
+        .with_clock(clock.clone());
     let (spool, new_messages) =
         Spool::open(&config.spool_dir()).with_context(|| format!("cannot open the spool {}", config.spool_dir().display()))?;
     // Bind first: replies name the ports really bound (port 0 resolved).

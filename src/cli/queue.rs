@@ -69,21 +69,21 @@ pub(super) async fn run(config_path: &Path, cmd: QueueCmd) -> anyhow::Result<()>
         }
         QueueCmd::Retry { id, all } => {
             if all {
-                let n = ops::retry_all(&spool)?;
+                let n = ops::retry_all(&spool, now())?;
                 println!("{n} message(s) marked for an immediate retry");
             } else {
                 let id = id.unwrap_or_default();
-                ops::retry(&spool, &id)?;
+                ops::retry(&spool, &id, now())?;
                 println!("{id}: marked for an immediate retry");
             }
             poke(&socket).await?;
         }
         QueueCmd::Hold { id } => {
-            ops::hold(&spool, &id)?;
+            ops::hold(&spool, &id, now())?;
             println!("{id}: held; no delivery attempts until `mailgate queue release {id}`");
         }
         QueueCmd::Release { id } => {
-            ops::release(&spool, &id)?;
+            ops::release(&spool, &id, now())?;
             println!("{id}: released");
             poke(&socket).await?;
         }
@@ -92,7 +92,7 @@ pub(super) async fn run(config_path: &Path, cmd: QueueCmd) -> anyhow::Result<()>
             println!("{id}: deleted (not delivered; the sender was not told)");
         }
         QueueCmd::Bounce { id } => {
-            ops::bounce(&spool, &id)?;
+            ops::bounce(&spool, &id, now())?;
             println!("{id}: marked for return to the sender");
             poke(&socket).await?;
         }
@@ -170,4 +170,9 @@ fn print_entry(e: &EntryView) {
         };
         println!("  <{}> {}: {}", r.address, r.status, detail);
     }
+}
+
+/// The time the CLI's queue operations are stamped with.
+fn now() -> i64 {
+    (crate::clock::system_clock())().timestamp()
 }

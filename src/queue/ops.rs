@@ -137,25 +137,23 @@ pub async fn list(spool: &Spool, backoff: Backoff, tenant: Option<&str>) -> Resu
     Ok(out)
 }
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 fn append(spool: &Spool, id: &str, record: Record) -> Result<(), OpError> {
     check_id(id)?;
     spool.append(id, &[record]).map_err(not_found(id))
 }
 
 /// Attempt every pending recipient now, whatever the backoff (and release nothing held).
-pub fn retry(spool: &Spool, id: &str) -> Result<(), OpError> {
-    append(spool, id, Record::Retry { at: now() })
+/// `now` (Unix seconds, from the caller's clock) stamps the record, as for every
+/// operation below.
+pub fn retry(spool: &Spool, id: &str, now: i64) -> Result<(), OpError> {
+    append(spool, id, Record::Retry { at: now })
 }
 
 /// Retry every queued message; returns how many.
-pub fn retry_all(spool: &Spool) -> Result<usize, OpError> {
+pub fn retry_all(spool: &Spool, now: i64) -> Result<usize, OpError> {
     let mut n = 0;
     for id in spool.queued_ids()? {
-        match retry(spool, &id) {
+        match retry(spool, &id, now) {
             Ok(()) => n += 1,
             Err(OpError::NotFound(_)) => {}
             Err(e) => return Err(e),
@@ -165,18 +163,18 @@ pub fn retry_all(spool: &Spool) -> Result<usize, OpError> {
 }
 
 /// No attempts until released (a delivery already running finishes).
-pub fn hold(spool: &Spool, id: &str) -> Result<(), OpError> {
-    append(spool, id, Record::Hold { at: now() })
+pub fn hold(spool: &Spool, id: &str, now: i64) -> Result<(), OpError> {
+    append(spool, id, Record::Hold { at: now })
 }
 
 /// Resume attempts on a held message.
-pub fn release(spool: &Spool, id: &str) -> Result<(), OpError> {
-    append(spool, id, Record::Release { at: now() })
+pub fn release(spool: &Spool, id: &str, now: i64) -> Result<(), OpError> {
+    append(spool, id, Record::Release { at: now })
 }
 
 /// Give up on every pending recipient: the runner fails them and sends the sender a DSN.
-pub fn bounce(spool: &Spool, id: &str) -> Result<(), OpError> {
-    append(spool, id, Record::Bounce { at: now() })
+pub fn bounce(spool: &Spool, id: &str, now: i64) -> Result<(), OpError> {
+    append(spool, id, Record::Bounce { at: now })
 }
 
 /// Remove a message without delivering it or telling the sender. Waits up to `wait` for a
