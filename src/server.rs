@@ -33,11 +33,11 @@ pub struct RunningServer {
 
 /// Opens everything and starts listening. Errors say which piece failed and why.
 pub async fn start(config: Arc<Config>) -> anyhow::Result<RunningServer> {
-    start_with_clock(config, crate::session::system_clock()).await
+    start_with_clock(config, crate::clock::system_clock()).await
 }
 
 /// As [`start`], with the clock that schedules and opt-in end dates follow.
-pub async fn start_with_clock(config: Arc<Config>, clock: crate::session::Clock) -> anyhow::Result<RunningServer> {
+pub async fn start_with_clock(config: Arc<Config>, clock: crate::clock::Clock) -> anyhow::Result<RunningServer> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     // Before anything is touched: opening the spool discards unacknowledged messages,
@@ -106,7 +106,7 @@ async fn start_runner(
     config: &Arc<Config>,
     spool: &Arc<Spool>,
     directory: &Directory,
-    clock: &crate::session::Clock,
+    clock: &crate::clock::Clock,
     new_messages: tokio::sync::mpsc::UnboundedReceiver<String>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
@@ -125,7 +125,7 @@ async fn start_runner(
 async fn start_usage(
     config: &Config,
     stop: watch::Receiver<bool>,
-    clock: crate::session::Clock,
+    clock: crate::clock::Clock,
 ) -> anyhow::Result<(Arc<Recorder>, Option<JoinHandle<()>>)> {
     if !config.usage.enabled {
         return Ok((Recorder::disabled(), None));

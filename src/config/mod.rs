@@ -177,15 +177,9 @@ pub struct ScheduleStep {
     pub action: StepAction,
 }
 
-/// A certificate chain and its private key, both PEM files.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificatePair {
-    /// PEM file with the certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
-    pub key: PathBuf,
-}
+/// A certificate chain and its private key (`[[tls.certificate]]`); defined by `tls`,
+/// which loads it, so that `tls` needs nothing of `config`.
+pub use crate::tls::CertificatePair;
 
 /// How a client starts TLS on an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

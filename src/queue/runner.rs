@@ -17,7 +17,7 @@ use crate::delivery::smarthost::SmarthostTarget;
 use crate::delivery::{Failure, MessageInfo, Target};
 use crate::directory::Directory;
 use crate::dsn::{self, DsnInput, DsnKind, DsnRecipient};
-use crate::session::Clock;
+use crate::clock::Clock;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

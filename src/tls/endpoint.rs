@@ -14,7 +14,7 @@ use super::hello::HelloInfo;
 use super::legacy::{openssl_acceptor, OpenSslPolicy};
 use super::profile::{server_choice, CertKinds, Profile, Suite, TlsPolicy};
 use super::{rustls_config, TlsError, TlsVersion};
-use crate::config::CertificatePair;
+use super::CertificatePair;
 use rustls::sign::CertifiedKey;
 use std::sync::Arc;
 

@@ -12,7 +12,7 @@
 //! clients mostly need RSA.
 
 use super::{TlsError, TlsFacts, TlsVersion};
-use crate::config::CertificatePair;
+use super::CertificatePair;
 use openssl::pkey::PKey;
 use openssl::ssl::{SslAcceptor, SslMethod, SslOptions, SslVersion};
 use openssl::x509::X509;

@@ -15,11 +15,20 @@ pub mod profile;
 pub use endpoint::{EndpointTls, Route};
 use profile::CertKinds;
 
-use crate::config::CertificatePair;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::sync::Arc;
+
+/// A certificate chain and its private key, both PEM files (`[[tls.certificate]]`).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: std::path::PathBuf,
+}
 
 /// A TLS (or SSL) protocol version, ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -252,7 +252,7 @@ pub async fn run_writer(
     mut rx: mpsc::Receiver<UsageEvent>,
     mut shutdown: watch::Receiver<bool>,
     retention: store::Retention,
-    clock: crate::session::Clock,
+    clock: crate::clock::Clock,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
