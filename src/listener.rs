@@ -652,8 +652,8 @@ mod tests {
         std::fs::write(&pair.cert, &cert).unwrap();
         std::fs::write(&pair.key, &key).unwrap();
         // The client: the smart-host client's configuration, trusting only this certificate.
-        let roots = crate::delivery::smarthost::load_ca_file(&pair.cert).unwrap();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(crate::delivery::smarthost::client_config(roots).unwrap()));
+        let roots = crate::delivery::tls_client::load_ca_file(&pair.cert).unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(crate::delivery::tls_client::client_config(roots).unwrap()));
         let (keys, _) = crate::tls::load_keys(std::slice::from_ref(&pair)).unwrap();
         let suites = crate::tls::profile::TlsPolicy::new(&[crate::tls::TlsVersion::Tls12, crate::tls::TlsVersion::Tls13], None, None, None).unwrap().ids();
         let acceptor = tokio_rustls::TlsAcceptor::from(crate::tls::rustls_config(&keys, &suites).unwrap());

@@ -10,6 +10,7 @@ pub mod lmtp;
 pub mod maildir;
 pub mod oauth2;
 pub mod smarthost;
+pub mod tls_client;
 pub mod wire;
 
 use std::fmt;

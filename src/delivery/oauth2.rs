@@ -135,8 +135,8 @@ impl TokenSource {
 /// The HTTP client: rustls (aws-lc-rs, TLS 1.2/1.3) with the system roots, no redirects
 /// (the request carries secrets), a 30 s timeout.
 fn http_client() -> Result<reqwest::Client, String> {
-    let roots = super::smarthost::system_roots()?;
-    let tls = super::smarthost::client_config(roots).map_err(|e| format!("TLS configuration: {e}"))?;
+    let roots = super::tls_client::system_roots()?;
+    let tls = super::tls_client::client_config(roots).map_err(|e| format!("TLS configuration: {e}"))?;
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(HTTP_TIMEOUT)

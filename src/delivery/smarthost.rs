@@ -29,6 +29,7 @@
 //! tokens) are never logged.
 
 use super::oauth2::TokenSource;
+use super::tls_client::{client_config, load_ca_file, provider, system_roots, VERSIONS};
 use super::wire::{Conn, Reply, WireError};
 use super::{Content, Failure, FailureKind, MessageInfo, Target, Transaction};
 use crate::config::delivery::{Secret, Smarthost, SmarthostAuth, SmarthostTls};
@@ -38,10 +39,9 @@ use base64::Engine;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -473,22 +473,6 @@ async fn quit<S: AsyncRead + AsyncWrite + Unpin + Send>(mut conn: Conn<S>) {
     .await;
 }
 
-/// The protocol versions used towards smart hosts: TLS 1.3 and 1.2, nothing older.
-static VERSIONS: [&rustls::SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// A client configuration (aws-lc-rs, TLS 1.2 and 1.3) verifying against `roots`. Also used
-/// for the OAuth2 token endpoint.
-pub(crate) fn client_config(roots: Arc<RootCertStore>) -> Result<ClientConfig, rustls::Error> {
-    Ok(ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&VERSIONS)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 /// A client configuration accepting exactly the certificate whose SHA-256 is `pin`.
 fn pinned_config(pin: [u8; 32]) -> Result<ClientConfig, rustls::Error> {
     let provider = provider();
@@ -497,24 +481,6 @@ fn pinned_config(pin: [u8; 32]) -> Result<ClientConfig, rustls::Error> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedCertificate { pin, provider }))
         .with_no_client_auth())
-}
-
-/// The system's trusted CAs (loaded once, by rustls-native-certs: on Debian
-/// `/etc/ssl/certs`, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
-pub(crate) fn system_roots() -> Result<Arc<RootCertStore>, String> {
-    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let found = rustls_native_certs::load_native_certs();
-            let mut roots = RootCertStore::empty();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                let why = found.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-                return Err(format!("no trusted CA certificates were found on this system {why}").trim_end().to_string());
-            }
-            Ok(Arc::new(roots))
-        })
-        .clone()
 }
 
 /// What can be checked of a smart host without connecting: its `ca_file` parses and holds
@@ -541,20 +507,6 @@ pub fn check_offline(config: &Smarthost) -> Result<(), String> {
         secret.read()?;
     }
     Ok(())
-}
-
-/// The CA certificates of a PEM file, read at each connection (so a renewed CA needs no restart).
-pub(crate) fn load_ca_file(path: &Path) -> Result<Arc<RootCertStore>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-    let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        roots.add(cert).map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("ca_file {} holds no CERTIFICATE block", path.display()));
-    }
-    Ok(Arc::new(roots))
 }
 
 fn hex(bytes: &[u8]) -> String {
