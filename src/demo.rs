@@ -272,11 +272,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let config = Arc::new(config);
-    crate::cli::init_logging(&config.log.level);
+    crate::server::init_logging(&config.log.level);
     let dir = Directory::open(&config.directory_path()).await?;
     let creds = seed(&dir, &args.data.join("demo-credentials.txt")).await?;
     let data = args.data.clone();
-    crate::cli::run_server(config, move |server| {
+    crate::server::run_until_signal(config, move |server| {
         println!("{}", banner(&data, server, &creds));
     })
     .await

@@ -1,5 +1,6 @@
 //! Assembling and running a server from a configuration: the directory, the spool, the
-//! TLS acceptors, the listeners and the queue runner; and shutting it all down in order.
+//! TLS acceptors, the listeners and the queue runner; running it until SIGTERM or Ctrl-C
+//! (for `serve` and `demo`); and shutting it all down in order.
 
 use crate::config::Config;
 use crate::directory::Directory;
@@ -179,4 +180,43 @@ impl RunningServer {
             let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
         }
     }
+}
+
+/// Sets up logging to stderr with the configured filter (`RUST_LOG` wins).
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Starts a server, prints its listeners, and runs it until SIGTERM or Ctrl-C.
+pub async fn run_until_signal(
+    config: Arc<Config>,
+    on_ready: impl FnOnce(&RunningServer),
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let server = start(config).await?;
+    for (name, addr) in &server.listeners {
+        println!("listening {name} {addr}");
+    }
+    on_ready(&server);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::warn!("SIGHUP: live reload is not available yet; restart to apply configuration changes (directory changes apply at once)"),
+        }
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -265,50 +265,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Sets up logging to stderr with the configured filter (`RUST_LOG` wins).
-pub fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
 async fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(path)?);
-    init_logging(&config.log.level);
-    run_server(config, |_| {}).await
+    crate::server::init_logging(&config.log.level);
+    crate::server::run_until_signal(config, |_| {}).await
 }
 
-/// Starts a server, prints its listeners, and runs it until SIGTERM or Ctrl-C.
-pub async fn run_server(
-    config: Arc<Config>,
-    on_ready: impl FnOnce(&crate::server::RunningServer),
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let server = crate::server::start(config).await?;
-    for (name, addr) in &server.listeners {
-        println!("listening {name} {addr}");
-    }
-    on_ready(&server);
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => tracing::warn!("SIGHUP: live reload is not available yet; restart to apply configuration changes (directory changes apply at once)"),
-        }
-    }
-    tracing::info!("shutting down");
-    server.shutdown().await;
-    tracing::info!("stopped");
-    Ok(())
-}
 
 fn check_config(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
