@@ -18,8 +18,8 @@ use crate::policy::{self, HelloVerdict, SessionVerdict};
 use crate::reply::Reply;
 use crate::session::{ConnectionInfo, Flow, Session, SessionContext, SessionUsage};
 use crate::usage::{Outcome, Recorder, UsageEvent};
-use crate::tls::hello::{read_client_hello, HelloError, Prefixed};
-use crate::tls::{legacy::openssl_facts, rustls_facts, Route, Stack, TlsFacts, HANDSHAKE_FAILURE_ALERT, INAPPROPRIATE_FALLBACK_ALERT, PROTOCOL_VERSION_ALERT};
+use crate::tls::hello::{read_client_hello, HelloError, HelloInfo, Prefixed};
+use crate::tls::{legacy::openssl_facts, rustls_facts, Refusal, Route, Stack, TlsFacts, HANDSHAKE_FAILURE_ALERT, INAPPROPRIATE_FALLBACK_ALERT, PROTOCOL_VERSION_ALERT};
 use rand::SeedableRng;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -180,7 +180,7 @@ pub async fn accept_loop(
         };
         let id = shared.counter.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("session", id, peer = %peer, endpoint = %endpoint.name());
-        let conn = Connection { endpoint: endpoint.clone(), shared: shared.clone(), peer, shutdown: shutdown.clone() };
+        let conn = Connection { endpoint: endpoint.clone(), shared: shared.clone(), peer, shutdown: shutdown.clone(), offered: Vec::new() };
         tokio::spawn(
             async move {
                 conn.run(stream).await;
@@ -211,6 +211,8 @@ struct Connection {
     shared: Arc<Shared>,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
+    /// The suites the ClientHello offered (empty until one is read), for the usage event.
+    offered: Vec<u16>,
 }
 
 impl Connection {
@@ -227,7 +229,7 @@ impl Connection {
         let config = &self.shared.ctx.config;
         let mut event = UsageEvent::new(config.node_name(), &self.endpoint.config.name, self.peer.ip());
         self.serve(stream, &mut event).await;
-        event.trim_offered_ciphers();
+        event.keep_offered_ciphers(&self.offered);
         let now = (self.shared.ctx.clock)().timestamp();
         self.shared.recorder.record(event, now);
     }
@@ -265,7 +267,7 @@ impl Connection {
         };
         if let Some(h) = &hello {
             event.offered_max = Some(h.offered_max.name().to_string());
-            event.offered_ciphers = Some(crate::usage::offered_ciphers(&h.ciphers));
+            self.offered = h.ciphers.clone();
             event.sni = h.sni.as_deref().map(crate::usage::printable);
             event.fingerprint = Some(h.fingerprint.clone());
         }
@@ -281,33 +283,15 @@ impl Connection {
             send_alert(&mut plain, &PROTOCOL_VERSION_ALERT).await;
             return;
         }
-        let route = hello.as_ref().map_or(Route::Rustls, |h| self.endpoint.tls.route(h));
-        let refusal = match route {
-            Route::NoSharedSuite => {
-                TlsCounters::bump(&self.shared.tls_counters.refused_no_shared_suite);
-                event.outcome = Outcome::NoSharedCipher;
-                Some((HANDSHAKE_FAILURE_ALERT, "TLS refused: no cipher suite the client offers is served here"))
-            }
-            Route::InappropriateFallback => {
-                TlsCounters::bump(&self.shared.tls_counters.refused_at_handshake);
-                event.outcome = Outcome::RefusedAtHandshake;
-                Some((INAPPROPRIATE_FALLBACK_ALERT, "TLS refused: a fallback hello (TLS_FALLBACK_SCSV) below the endpoint's highest version"))
-            }
-            _ => None,
+        let route = match hello.as_ref().map_or(Ok(Route::Rustls), |h| self.endpoint.tls.route(h)) {
+            Ok(route) => route,
+            Err(refusal) => return self.refuse_hello(refusal, hello.as_ref(), &mut plain, event).await,
         };
-        if let Some((alert, why)) = refusal {
-            tracing::info!(
-                offered_max = offered.map(|v| v.name()), offered_ciphers = event.offered_ciphers.as_deref(),
-                fingerprint = hello.as_ref().map(|h| h.fingerprint.as_str()), "{why}"
-            );
-            send_alert(&mut plain, &alert).await;
-            return;
-        }
         let io = Prefixed::new(prefix, plain);
         let handshake = Duration::from_secs(self.limits().tls_handshake_timeout);
         let tls = &self.endpoint.tls;
         match route {
-            Route::Rustls | Route::NoSharedSuite | Route::InappropriateFallback => {
+            Route::Rustls => {
                 let r = tokio::time::timeout(handshake, tls.rustls.accept(io)).await;
                 let Some(stream) = self.handshake_result(r.map(|x| x.map_err(|e| e.to_string()))) else { return };
                 let facts = rustls_facts(stream.get_ref().1, hello.as_ref());
@@ -315,13 +299,45 @@ impl Connection {
             }
             Route::OpenSsl | Route::Explain => {
                 let explain_only = route == Route::Explain;
-                let acceptor = if explain_only { tls.explain.clone().unwrap_or_else(|| tls.openssl.clone()) } else { tls.openssl.clone() };
+                let acceptor = match (&tls.explain, explain_only) {
+                    (Some(explain), true) => explain.clone(),
+                    _ => tls.openssl.clone(),
+                };
                 let r = tokio::time::timeout(handshake, openssl_accept(&acceptor, io)).await;
                 let Some(stream) = self.handshake_result(r) else { return };
                 let facts = openssl_facts(stream.ssl(), hello.as_ref());
                 self.serve_tls(stream, facts, Stack::OpenSsl, explain_only, deadline, event).await;
             }
         }
+    }
+
+    /// A hello refused before any handshake: counted, recorded, logged with what it
+    /// offered, answered with the fatal alert that says why.
+    async fn refuse_hello(&self, refusal: Refusal, hello: Option<&HelloInfo>, plain: &mut TcpStream, event: &mut UsageEvent) {
+        let counters = &self.shared.tls_counters;
+        let (counter, outcome, alert, why) = match refusal {
+            Refusal::NoSharedSuite => (
+                &counters.refused_no_shared_suite,
+                Outcome::NoSharedCipher,
+                HANDSHAKE_FAILURE_ALERT,
+                "TLS refused: no cipher suite the client offers is served here",
+            ),
+            Refusal::InappropriateFallback => (
+                &counters.refused_at_handshake,
+                Outcome::RefusedAtHandshake,
+                INAPPROPRIATE_FALLBACK_ALERT,
+                "TLS refused: a fallback hello (TLS_FALLBACK_SCSV) below the endpoint's highest version",
+            ),
+        };
+        TlsCounters::bump(counter);
+        event.outcome = outcome;
+        tracing::info!(
+            offered_max = hello.map(|h| h.offered_max.name()),
+            offered_ciphers = hello.map(|h| crate::usage::offered_ciphers(&h.ciphers)),
+            fingerprint = hello.map(|h| h.fingerprint.as_str()),
+            "{why}"
+        );
+        send_alert(plain, &alert).await;
     }
 
     fn handshake_result<T>(&self, r: Result<Result<T, String>, tokio::time::error::Elapsed>) -> Option<T> {

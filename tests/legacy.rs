@@ -10,7 +10,7 @@
 //! bad ClientHellos; a client offering 1.0..1.3 gets TLS 1.3 from rustls; sslyze's view.
 
 mod common;
-use common::{last_json_line, run, show, FOUR_ENDPOINTS as LEGACY_ENDPOINTS};
+use common::{client_hello, last_json_line, run, show, FOUR_ENDPOINTS as LEGACY_ENDPOINTS};
 
 use common::{password, split_received, Raw, TestClock, TestServer};
 use mailgate::directory::LegacyChanges;
@@ -652,32 +652,6 @@ async fn reject_percent_schedule_explains_that_share_of_legacy_sessions() {
 }
 
 // ---- 7. bad input on the TLS hello ---------------------------------------------------------
-
-/// A ClientHello record: record version, hello version, cipher suites, raw extensions
-/// (none when empty).
-fn client_hello(record_version: u16, version: u16, ciphers: &[u16], extensions: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&version.to_be_bytes());
-    body.extend_from_slice(&[0x42; 32]);
-    body.push(0);
-    body.extend_from_slice(&((ciphers.len() * 2) as u16).to_be_bytes());
-    for c in ciphers {
-        body.extend_from_slice(&c.to_be_bytes());
-    }
-    body.extend_from_slice(&[1, 0]);
-    if !extensions.is_empty() {
-        body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
-        body.extend_from_slice(extensions);
-    }
-    let mut hs = vec![1u8];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16];
-    rec.extend_from_slice(&record_version.to_be_bytes());
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
-}
 
 /// A TLS 1.2 hello with signature_algorithms, supported_groups and ec_point_formats.
 fn tls12_hello() -> Vec<u8> {

@@ -6,6 +6,8 @@
 //! without a shared suite gets a handshake_failure alert and is recorded with its offered
 //! suites; the what-if names a client that used static RSA; testssl.sh's verdicts.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -297,16 +299,24 @@ fn legacy_handshakes_on_standard_endpoints_carry_only_the_421_then_the_close() {
 /// Polls `mailgate report legacy --format json` until a row matches (20 s): the usage
 /// writer stores events within a second.
 fn wait_for_report_row(config: &Path, args: &[&str], what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(what, || {
         let out = cli(config, args);
         assert!(out.status.success(), "{args:?}: {}", show(&out));
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&out)));
-        if let Some(row) = rows.as_array().unwrap().iter().find(|r| pred(r)) {
-            return row.clone();
+        rows.as_array().unwrap().iter().find(|r| pred(r)).cloned()
+    })
+}
+
+/// Polls `f` until it yields (20 s, then fails naming `what`): for what the server does
+/// after the client is done (the usage writer, the queue runner).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
         }
-        assert!(Instant::now() < deadline, "{what}: no such row in {rows:#}");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -353,20 +363,7 @@ fn a_hello_without_a_shared_suite_gets_handshake_failure_and_is_recorded_with_it
 /// A TLS 1.2 ClientHello with supported_groups and ec_point_formats, no signature_algorithms.
 fn hello_without_sigalgs(suite: u16) -> Vec<u8> {
     let ext: &[u8] = &[0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17, 0x00, 0x0b, 0x00, 0x02, 0x01, 0x00];
-    let mut body = vec![0x03, 0x03];
-    body.extend_from_slice(&[0x42; 32]);
-    body.extend_from_slice(&[0, 0, 2]);
-    body.extend_from_slice(&suite.to_be_bytes());
-    body.extend_from_slice(&[1, 0]);
-    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
-    body.extend_from_slice(ext);
-    let mut hs = vec![1u8];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend_from_slice(&body);
-    let mut rec = vec![0x16, 0x03, 0x01];
-    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&hs);
-    rec
+    common::client_hello(0x0301, 0x0303, &[suite], ext)
 }
 
 // ---- what the suites show: Received header, reports, what-if -------------------------------
@@ -392,20 +389,14 @@ fn swaks_tls12(port: u16, user: &str, password: &str, suite: &str, tag: &str) {
 
 /// Waits for a message with this Subject in a Maildir and returns it.
 fn wait_for_mail(maildir: &Path, tag: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let found = std::fs::read_dir(maildir.join("new"))
+    eventually(&format!("message {tag} in {}", maildir.display()), || {
+        std::fs::read_dir(maildir.join("new"))
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .find(|m| m.contains(&format!("Subject: {tag}")));
-        if let Some(m) = found {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "no message {tag} in {}", maildir.display());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .find(|m| m.contains(&format!("Subject: {tag}")))
+    })
 }
 
 #[test]

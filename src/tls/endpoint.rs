@@ -8,7 +8,7 @@
 //! suite the server would pick (its order, the client's offer, the certificates) and
 //! sends the hello to the stack that implements that suite, so that a client gets the
 //! same suite whichever stack serves it; a hello that shares no suite with the policy is
-//! refused before any handshake ([`Route::NoSharedSuite`]).
+//! refused before any handshake ([`Refusal::NoSharedSuite`]).
 
 use super::hello::HelloInfo;
 use super::legacy::{openssl_acceptor, OpenSslPolicy};
@@ -28,11 +28,16 @@ pub enum Route {
     OpenSsl,
     /// OpenSSL limited to TLS 1.0/1.1: the handshake only carries the `421 4.7.66`.
     Explain,
-    /// No suite the client offers is served: a handshake_failure alert, no handshake.
+}
+
+/// Why a ClientHello is refused before any handshake, with a fatal alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No suite the client offers is served: handshake_failure.
     NoSharedSuite,
     /// RFC 7507 §3: a hello carrying TLS_FALLBACK_SCSV below the endpoint's highest
-    /// version (a client retrying lower after a failure, or an attacker forcing it): an
-    /// inappropriate_fallback alert, no handshake.
+    /// version (a client retrying lower after a failure, or an attacker forcing it):
+    /// inappropriate_fallback.
     InappropriateFallback,
 }
 
@@ -93,29 +98,29 @@ impl EndpointTls {
 
     /// The acceptor for this hello (RFC 8446 §4.1.1 and RFC 5246 §7.4.1.2: the server
     /// picks the version, then the suite by its own order among the client's).
-    pub fn route(&self, hello: &HelloInfo) -> Route {
+    pub fn route(&self, hello: &HelloInfo) -> Result<Route, Refusal> {
         let v = hello.offered_max;
         let highest = self.versions.last().copied().unwrap_or(TlsVersion::Tls13);
         if hello.ciphers.contains(&FALLBACK_SCSV) && v < highest {
-            return Route::InappropriateFallback;
+            return Err(Refusal::InappropriateFallback);
         }
         if v.is_legacy() {
             if !self.versions.contains(&v) {
-                return if self.explain.is_some() { Route::Explain } else { Route::NoSharedSuite };
+                return if self.explain.is_some() { Ok(Route::Explain) } else { Err(Refusal::NoSharedSuite) };
             }
             return match server_choice(&self.policy.tls12, &hello.ciphers, v, self.certs) {
-                Some(_) => Route::OpenSsl,
-                None => Route::NoSharedSuite,
+                Some(_) => Ok(Route::OpenSsl),
+                None => Err(Refusal::NoSharedSuite),
             };
         }
         if v == TlsVersion::Tls13 && server_choice(&self.policy.tls13, &hello.ciphers, v, self.certs).is_some() {
-            return Route::Rustls;
+            return Ok(Route::Rustls);
         }
         // TLS 1.2 (also for a TLS 1.3 client that shares no TLS 1.3 suite).
         match server_choice(&self.tls12, &hello.ciphers, TlsVersion::Tls12, self.certs) {
-            Some(s) if s.rustls_implements() && hello.has_signature_algorithms => Route::Rustls,
-            Some(_) => Route::OpenSsl,
-            None => Route::NoSharedSuite,
+            Some(s) if s.rustls_implements() && hello.has_signature_algorithms => Ok(Route::Rustls),
+            Some(_) => Ok(Route::OpenSsl),
+            None => Err(Refusal::NoSharedSuite),
         }
     }
 
@@ -163,27 +168,27 @@ mod tests {
         let std = endpoint(&[Tls12, Tls13]);
         let legacy = endpoint(&[Tls10, Tls11, Tls12, Tls13]);
         assert!(std.explain.is_some() && legacy.explain.is_none());
-        let cases: [(&EndpointTls, TlsVersion, &[u16], Route); 10] = [
-            (&std, Tls13, &[0x1301, 0xC02F], Route::Rustls),
-            (&std, Tls12, &[0xC02F, 0x002F], Route::Rustls),
-            (&std, Tls12, &[0x002F, 0x0035, 0xC013], Route::NoSharedSuite),
-            (&std, Tls12, &[0xC02B], Route::NoSharedSuite), // ECDSA suite, RSA certificate only
-            (&std, Tls10, &[0x002F], Route::Explain),
-            (&std, Tls13, &[0x1304, 0x002F], Route::NoSharedSuite),
-            (&legacy, Tls12, &[0x002F, 0xC013], Route::OpenSsl), // ECDHE-CBC before static RSA
-            (&legacy, Tls12, &[0x002F, 0xC02F], Route::Rustls),
-            (&legacy, Tls10, &[0xC013], Route::OpenSsl),
-            (&legacy, Tls11, &[0x009C], Route::NoSharedSuite), // GCM needs TLS 1.2
+        let cases: [(&EndpointTls, TlsVersion, &[u16], Result<Route, Refusal>); 10] = [
+            (&std, Tls13, &[0x1301, 0xC02F], Ok(Route::Rustls)),
+            (&std, Tls12, &[0xC02F, 0x002F], Ok(Route::Rustls)),
+            (&std, Tls12, &[0x002F, 0x0035, 0xC013], Err(Refusal::NoSharedSuite)),
+            (&std, Tls12, &[0xC02B], Err(Refusal::NoSharedSuite)), // ECDSA suite, RSA certificate only
+            (&std, Tls10, &[0x002F], Ok(Route::Explain)),
+            (&std, Tls13, &[0x1304, 0x002F], Err(Refusal::NoSharedSuite)),
+            (&legacy, Tls12, &[0x002F, 0xC013], Ok(Route::OpenSsl)), // ECDHE-CBC before static RSA
+            (&legacy, Tls12, &[0x002F, 0xC02F], Ok(Route::Rustls)),
+            (&legacy, Tls10, &[0xC013], Ok(Route::OpenSsl)),
+            (&legacy, Tls11, &[0x009C], Err(Refusal::NoSharedSuite)), // GCM needs TLS 1.2
         ];
         for (ep, v, ciphers, want) in cases {
             assert_eq!(ep.route(&hello(v, ciphers)), want, "{v:?} {ciphers:04x?}");
         }
-        assert_eq!(std.route(&hello(Tls12, &[0xC02F, 0x5600])), Route::InappropriateFallback);
-        assert_eq!(std.route(&hello(Tls10, &[0x002F, 0x5600])), Route::InappropriateFallback);
-        assert_eq!(std.route(&hello(Tls13, &[0x1301, 0x5600])), Route::Rustls, "no fallback from the highest version");
+        assert_eq!(std.route(&hello(Tls12, &[0xC02F, 0x5600])), Err(Refusal::InappropriateFallback));
+        assert_eq!(std.route(&hello(Tls10, &[0x002F, 0x5600])), Err(Refusal::InappropriateFallback));
+        assert_eq!(std.route(&hello(Tls13, &[0x1301, 0x5600])), Ok(Route::Rustls), "no fallback from the highest version");
         let mut no_sigalgs = hello(Tls12, &[0xC02F]);
         no_sigalgs.has_signature_algorithms = false;
-        assert_eq!(std.route(&no_sigalgs), Route::OpenSsl, "rustls needs signature_algorithms at TLS 1.2");
+        assert_eq!(std.route(&no_sigalgs), Ok(Route::OpenSsl), "rustls needs signature_algorithms at TLS 1.2");
         assert!(std.suites_at(Tls12).iter().all(|s| s.kx == Kx::Ecdhe && s.rustls_implements()));
         assert!(std.suites_at(Tls10).iter().all(|s| s.kx != Kx::Tls13), "explain suites");
     }

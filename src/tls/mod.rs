@@ -12,7 +12,7 @@ pub mod hello;
 pub mod legacy;
 pub mod profile;
 
-pub use endpoint::{EndpointTls, Route};
+pub use endpoint::{EndpointTls, Refusal, Route};
 use profile::CertKinds;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -147,18 +147,16 @@ impl UsageEvent {
         }
     }
 
-    /// Keeps the offered suites only where a report needs them: attempts that completed no
-    /// handshake, legacy sessions, and sessions on a CBC or RSA-key-exchange suite (the
-    /// what-if `--drop` asks whether they had an alternative). A modern session's list, a
-    /// few hundred bytes, is dropped before storage.
-    pub fn trim_offered_ciphers(&mut self) {
+    /// Records the hello's suites (`ids`) only where a report needs them: attempts that
+    /// completed no handshake, legacy sessions, and sessions on a CBC or RSA-key-exchange
+    /// suite (the what-if `--drop` asks whether they had an alternative). A modern
+    /// session's list, a few hundred bytes, is neither formatted nor stored.
+    pub fn keep_offered_ciphers(&mut self, ids: &[u16]) {
         let needed = match (&self.version, &self.cipher) {
             (Some(v), Some(c)) => is_legacy_name(v) || crate::tls::profile::is_cbc(c) || crate::tls::profile::is_static_rsa(c),
             _ => true,
         };
-        if !needed {
-            self.offered_ciphers = None;
-        }
+        self.offered_ciphers = (needed && !ids.is_empty()).then(|| offered_ciphers(ids));
     }
 
     /// The identity reports group by: the user, else `[client address]`.
@@ -318,9 +316,10 @@ mod offered_tests {
             let mut e = UsageEvent::new("n", "e", "127.0.0.1".parse().unwrap());
             e.version = version.map(String::from);
             e.cipher = cipher.map(String::from);
-            e.offered_ciphers = Some(offered_ciphers(&[0xC02F, 0x002F, 0x1234]));
-            assert_eq!(e.offered_ciphers.as_deref(), Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 TLS_RSA_WITH_AES_128_CBC_SHA 0x1234"));
-            e.trim_offered_ciphers();
+            e.keep_offered_ciphers(&[0xC02F, 0x002F, 0x1234]);
+            if kept {
+                assert_eq!(e.offered_ciphers.as_deref(), Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 TLS_RSA_WITH_AES_128_CBC_SHA 0x1234"));
+            }
             assert_eq!(e.offered_ciphers.is_some(), kept, "{version:?} {cipher:?}");
         }
         let many: Vec<u16> = (0..70).collect();

@@ -314,28 +314,14 @@ pub fn what_if(
         return what_if_suites(rows, endpoints, *kind, endpoint.as_deref(), period);
     }
     let served = |r: &&DailyRow| is_legacy_name(&r.version) && matches!(r.outcome, Outcome::Delivered | Outcome::Other);
-    /// (tenant, sender, endpoint, version, fingerprint)
-    type Key = (String, String, String, String, String);
-    let mut groups: BTreeMap<Key, (i64, i64, &DailyRow)> = BTreeMap::new();
-    for r in rows.iter().filter(served) {
-        let key = (r.tenant.clone(), r.sender.clone(), r.endpoint.clone(), r.version.clone(), r.fingerprint.clone());
-        let g = groups.entry(key).or_insert((0, 0, r));
-        g.0 += r.sessions;
-        g.1 += r.messages;
-        if r.last_seen >= g.2.last_seen {
-            g.2 = r;
-        }
-    }
     let mut out = Vec::new();
-    for ((tenant, sender, endpoint, version, fingerprint), (sessions, messages, last)) in groups {
-        let Some(ep) = endpoints.iter().find(|e| e.name == endpoint) else { continue };
-        let Some(v) = TlsVersion::parse(&version) else { continue };
-        let settings = tenants.get(&tenant).cloned().unwrap_or_default();
-        let client = last.client_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-        let Some((share, reply)) = predict(ep, endpoints, &settings, &scenario, v, &sender, client, today) else { continue };
-        let cipher = last.cipher.clone();
-        let group = WhatIfGroup { tenant, sender, endpoint, version, cipher, fingerprint, sessions, messages, last };
-        out.push(group.row(share, reply.trim_end(), period));
+    for g in group_devices(rows.iter().filter(served), false) {
+        let Some(ep) = endpoints.iter().find(|e| e.name == g.endpoint) else { continue };
+        let Some(v) = TlsVersion::parse(&g.version) else { continue };
+        let settings = tenants.get(&g.tenant).cloned().unwrap_or_default();
+        let client = g.last.client_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let Some((share, reply)) = predict(ep, endpoints, &settings, &scenario, v, &g.sender, client, today) else { continue };
+        out.push(g.row(share, reply.trim_end(), period));
     }
     out
 }
@@ -351,6 +337,42 @@ struct WhatIfGroup<'a> {
     sessions: i64,
     messages: i64,
     last: &'a DailyRow,
+}
+
+/// Rows summed per sender and device (tenant, sender, endpoint, version, fingerprint, and
+/// the suite when `by_cipher`), each with its latest row; without `by_cipher` the group's
+/// suite is the latest row's.
+fn group_devices<'a>(rows: impl Iterator<Item = &'a DailyRow>, by_cipher: bool) -> Vec<WhatIfGroup<'a>> {
+    /// (tenant, sender, endpoint, version, cipher or "", fingerprint)
+    type Key<'k> = (&'k str, &'k str, &'k str, &'k str, &'k str, &'k str);
+    let mut groups: BTreeMap<Key<'a>, WhatIfGroup<'a>> = BTreeMap::new();
+    for r in rows {
+        let cipher = if by_cipher { r.cipher.as_str() } else { "" };
+        let key = (r.tenant.as_str(), r.sender.as_str(), r.endpoint.as_str(), r.version.as_str(), cipher, r.fingerprint.as_str());
+        let g = groups.entry(key).or_insert_with(|| WhatIfGroup {
+            tenant: r.tenant.clone(),
+            sender: r.sender.clone(),
+            endpoint: r.endpoint.clone(),
+            version: r.version.clone(),
+            cipher: String::new(),
+            fingerprint: r.fingerprint.clone(),
+            sessions: 0,
+            messages: 0,
+            last: r,
+        });
+        g.sessions += r.sessions;
+        g.messages += r.messages;
+        if r.last_seen >= g.last.last_seen {
+            g.last = r;
+        }
+    }
+    groups
+        .into_values()
+        .map(|mut g| {
+            g.cipher = g.last.cipher.clone();
+            g
+        })
+        .collect()
 }
 
 impl WhatIfGroup<'_> {
@@ -387,38 +409,25 @@ pub const NO_SHARED_SUITE: &str = "TLS handshake refused with a handshake_failur
 /// server's order a client gets a weaker suite only when it offers nothing better, so a
 /// hello not recorded counts as having no alternative.)
 fn what_if_suites(rows: &[DailyRow], endpoints: &[Endpoint], kind: SuiteKind, endpoint: Option<&str>, period: Period) -> Vec<WhatIfRow> {
-    /// (tenant, sender, endpoint, version, cipher, fingerprint)
-    type Key = (String, String, String, String, String, String);
-    let mut groups: BTreeMap<Key, (i64, i64, &DailyRow)> = BTreeMap::new();
     let hit = |r: &&DailyRow| {
         endpoint.is_none_or(|e| e == r.endpoint)
             && kind.covers_name(&r.cipher)
             && matches!(r.outcome, Outcome::Delivered | Outcome::Other)
     };
-    for r in rows.iter().filter(hit) {
-        let key = (r.tenant.clone(), r.sender.clone(), r.endpoint.clone(), r.version.clone(), r.cipher.clone(), r.fingerprint.clone());
-        let g = groups.entry(key).or_insert((0, 0, r));
-        g.0 += r.sessions;
-        g.1 += r.messages;
-        if r.last_seen >= g.2.last_seen {
-            g.2 = r;
-        }
-    }
     let mut out = Vec::new();
-    for ((tenant, sender, endpoint, version, cipher, fingerprint), (sessions, messages, last)) in groups {
-        let Some(ep) = endpoints.iter().find(|e| e.name == endpoint) else { continue };
-        let Some(v) = TlsVersion::parse(&version) else { continue };
-        let offered: Vec<&str> = last.offered_ciphers.split(' ').filter(|n| !n.is_empty()).collect();
+    for g in group_devices(rows.iter().filter(hit), true) {
+        let Some(ep) = endpoints.iter().find(|e| e.name == g.endpoint) else { continue };
+        let Some(v) = TlsVersion::parse(&g.version) else { continue };
+        let offered: Vec<&str> = g.last.offered_ciphers.split(' ').filter(|n| !n.is_empty()).collect();
         // Only suites a certificate it was served with can sign for (the report does not
         // know the others): a what-if errs towards naming a device.
-        let auth = crate::tls::profile::by_name(&cipher).map(|s| s.auth);
+        let auth = crate::tls::profile::by_name(&g.cipher).map(|s| s.auth);
         let signable = |s: &crate::tls::profile::Suite| auth.is_none_or(|a| s.auth == a);
         let remaining = ep.tls.suites_at(v).filter(|s| !kind.covers(s) && signable(s)).any(|s| offered.contains(&s.iana));
         if remaining {
             continue;
         }
-        let group = WhatIfGroup { tenant, sender, endpoint, version, cipher, fingerprint, sessions, messages, last };
-        out.push(group.row(100, NO_SHARED_SUITE, period));
+        out.push(g.row(100, NO_SHARED_SUITE, period));
     }
     out
 }

@@ -500,3 +500,29 @@ listen = ["127.0.0.1:0"]
 tls_mode = "implicit"
 tls_versions = ["1.0", "1.1", "1.2", "1.3"]
 "#;
+
+/// A ClientHello record: record version, hello version, cipher suites, raw extensions
+/// (none when empty).
+pub fn client_hello(record_version: u16, version: u16, ciphers: &[u16], extensions: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&[0x42; 32]);
+    body.push(0);
+    body.extend_from_slice(&((ciphers.len() * 2) as u16).to_be_bytes());
+    for c in ciphers {
+        body.extend_from_slice(&c.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]);
+    if !extensions.is_empty() {
+        body.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+        body.extend_from_slice(extensions);
+    }
+    let mut hs = vec![1u8];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16];
+    rec.extend_from_slice(&record_version.to_be_bytes());
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    rec
+}
