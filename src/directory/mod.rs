@@ -30,6 +30,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod audit;
+mod keys;
+
+pub use audit::{AuditActor, AuditFilter, AuditRecord};
+use audit::{json, Change};
+pub use keys::{ApiKey, KeyRefusal, NewKey, KEY_PREFIX};
+
 /// A directory error; `Invalid` and `NotFound` carry a sentence for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -39,39 +46,25 @@ pub enum DirectoryError {
     NotFound(String),
     #[error("{0} already exists")]
     Exists(String),
+    /// The operator's veto forbids the change.
+    #[error("{0}")]
+    Vetoed(String),
     #[error("directory database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("password hashing failed: {0}")]
     Hash(String),
+    #[error("cannot bring the directory database up to date: {0}")]
+    Migrate(String),
 }
+
+/// The directory's schema history (`migrations/directory/`), applied at open.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/directory");
 
 type Result<T> = std::result::Result<T, DirectoryError>;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS tenants (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS domains (
-    name TEXT PRIMARY KEY,
-    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY,
-    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
-    address TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    smtp_auth INTEGER NOT NULL DEFAULT 1,
-    created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS users_tenant ON users(tenant_id);
-"#;
 
-/// Columns added after the first schema, applied to older databases at open.
+/// Columns added to `tenants` before migrations were numbered: a database made then may
+/// lack some, and gets them at open before the numbered migrations run.
 const TENANT_COLUMNS: [(&str, &str); 5] = [
     ("allow_legacy_tls", "INTEGER NOT NULL DEFAULT 0"),
     ("legacy_until", "TEXT"),
@@ -81,7 +74,7 @@ const TENANT_COLUMNS: [(&str, &str); 5] = [
 ];
 
 /// A tenant's legacy-TLS opt-in, as the policy reads it.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct LegacySettings {
     /// The tenant opted in (`--allow-legacy-tls on`).
     pub allowed: bool,
@@ -90,6 +83,7 @@ pub struct LegacySettings {
     /// If not empty, only these users.
     pub users: Vec<String>,
     /// If not empty, only clients in these networks.
+    #[schemars(with = "Vec<String>")]
     pub networks: Vec<ipnet::IpNet>,
     /// The operator's veto (`--forbid-legacy-tls on`): the tenant cannot opt in.
     pub forbidden: bool,
@@ -106,8 +100,40 @@ pub struct LegacyChanges {
     pub forbidden: Option<bool>,
 }
 
+impl LegacyChanges {
+    /// Whether nothing would change.
+    pub fn is_empty(&self) -> bool {
+        self.allowed.is_none() && self.until.is_none() && self.users.is_none() && self.networks.is_none() && self.forbidden.is_none()
+    }
+
+    /// The settings after these changes, or why they cannot be made (the veto).
+    fn apply(&self, tenant: &str, mut s: LegacySettings) -> Result<LegacySettings> {
+        if let Some(v) = self.forbidden {
+            s.forbidden = v;
+        }
+        if let Some(v) = self.allowed {
+            if v && s.forbidden {
+                return Err(DirectoryError::Vetoed(format!(
+                    "tenant {tenant} may not use legacy TLS: the operator forbade it (--forbid-legacy-tls on)"
+                )));
+            }
+            s.allowed = v;
+        }
+        if let Some(v) = self.until {
+            s.until = v;
+        }
+        if let Some(users) = &self.users {
+            s.users = users.iter().map(|u| normalize_address(u)).collect::<Result<_>>()?;
+        }
+        if let Some(networks) = &self.networks {
+            s.networks = networks.iter().map(|n| n.trunc()).collect();
+        }
+        Ok(s)
+    }
+}
+
 /// A tenant: an organisation with its domains and users.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Tenant {
     pub name: String,
     pub domains: Vec<String>,
@@ -115,8 +141,15 @@ pub struct Tenant {
     pub legacy: LegacySettings,
 }
 
+/// An accepted domain and the tenant that owns it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+pub struct Domain {
+    pub name: String,
+    pub tenant: String,
+}
+
 /// A user as the session and the CLI see it (never the password hash).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct User {
     pub address: String,
     pub tenant: String,
@@ -244,7 +277,7 @@ impl CredentialCache {
     }
 }
 
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -341,6 +374,8 @@ pub struct Directory {
     argon2_slots: Arc<tokio::sync::Semaphore>,
     /// The time written into `created_at` / `updated_at`.
     clock: crate::clock::Clock,
+    /// Who the audit records of this handle's changes name (see [`Directory::acting_as`]).
+    actor: Arc<AuditActor>,
 }
 
 impl Directory {
@@ -363,8 +398,8 @@ impl Directory {
             // would not, and costs a round trip to the connection's thread.
             .test_before_acquire(false)
             .connect_with(opts).await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        migrate(&pool).await?;
+        upgrade_unnumbered(&pool).await?;
+        MIGRATOR.run(&pool).await.map_err(|e| DirectoryError::Migrate(e.to_string()))?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Ok(Directory {
             pool,
@@ -373,7 +408,15 @@ impl Directory {
             changed: Arc::new(AtomicBool::new(false)),
             argon2_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             clock: crate::clock::system_clock(),
+            actor: Arc::new(AuditActor::system()),
         })
+    }
+
+    /// The same directory, with its changes audited as made by `actor`. Every write of
+    /// a handle writes its audit record in its own transaction: a change cannot be made
+    /// without its record.
+    pub fn acting_as(&self, actor: AuditActor) -> Directory {
+        Directory { actor: Arc::new(actor), ..self.clone() }
     }
 
     /// Stamps changes with `clock`'s time instead of the system's.
@@ -424,15 +467,22 @@ impl Directory {
                 "{name:?} is not a valid tenant name (letters, digits, '-', '_' and '.')"
             )));
         }
+        if name.len() > 64 {
+            return Err(DirectoryError::Invalid(format!("tenant names have at most 64 characters ({} given)", name.len())));
+        }
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
             .bind(name)
             .bind(self.now_secs())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        self.note_change();
         if r.rows_affected() == 0 {
             return Err(DirectoryError::Exists(format!("tenant {name}")));
         }
+        let after = serde_json::json!({ "name": name });
+        self.audit(&mut tx, Change::new(Some(name), "tenant.add", name).after(after)).await?;
+        tx.commit().await?;
+        self.note_change();
         Ok(())
     }
 
@@ -471,62 +521,26 @@ impl Directory {
 
     /// A tenant's legacy-TLS settings (cached on a server; a CLI change applies at once).
     pub async fn legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
-        self.cached(&self.lookups.legacy, tenant, self.read_legacy_settings(tenant)).await
+        self.cached(&self.lookups.legacy, tenant, read_legacy_settings(&self.pool, tenant)).await
     }
 
-    async fn read_legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
-        let row = sqlx::query(
-            "SELECT allow_legacy_tls, legacy_until, legacy_users, legacy_networks, forbid_legacy_tls FROM tenants WHERE name = ?",
-        )
-        .bind(tenant)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| DirectoryError::NotFound(format!("no tenant named {tenant:?}; see `mailgate tenant list`")))?;
-        let until: Option<String> = row.get("legacy_until");
-        let users: String = row.get("legacy_users");
-        let networks: String = row.get("legacy_networks");
-        // Values are validated when set; one that no longer parses fails closed (an error,
-        // so a session gets a temporary failure) rather than widening the opt-in.
-        let unreadable = |what: &str| DirectoryError::Invalid(format!("tenant {tenant}: stored {what} is unreadable; set it again"));
-        let until = match until {
-            Some(u) => Some(chrono::NaiveDate::parse_from_str(&u, "%Y-%m-%d").map_err(|_| unreadable("legacy_until"))?),
-            None => None,
-        };
-        let networks = split_list(&networks)
-            .map(|n| n.parse().map_err(|_| unreadable("legacy_networks")))
-            .collect::<Result<Vec<ipnet::IpNet>>>()?;
-        Ok(LegacySettings {
-            allowed: row.get("allow_legacy_tls"),
-            until,
-            users: split_list(&users).map(String::from).collect(),
-            networks,
-            forbidden: row.get("forbid_legacy_tls"),
-        })
+    /// Whether a tenant of this name exists (no error when it does not).
+    pub async fn tenant_exists(&self, name: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar::<_, i64>("SELECT id FROM tenants WHERE name = ?").bind(name).fetch_optional(&self.pool).await?.is_some())
     }
 
-    /// Changes a tenant's legacy-TLS settings. Opting in a vetoed tenant is refused.
+    /// Changes a tenant's legacy-TLS settings, all fields or none. Opting in a vetoed
+    /// tenant is refused.
     pub async fn set_legacy(&self, tenant: &str, changes: &LegacyChanges) -> Result<LegacySettings> {
-        let mut s = self.read_legacy_settings(tenant).await?;
-        if let Some(v) = changes.forbidden {
-            s.forbidden = v;
+        let mut tx = self.pool.begin().await?;
+        // Write first: the transaction holds the write lock from here, so the settings
+        // read below are still the current ones when they are written back.
+        let locked = sqlx::query("UPDATE tenants SET name = name WHERE name = ?").bind(tenant).execute(&mut *tx).await?;
+        if locked.rows_affected() == 0 {
+            return Err(DirectoryError::NotFound(format!("no tenant named {tenant:?}; see `mailgate tenant list`")));
         }
-        if let Some(v) = changes.allowed {
-            if v && s.forbidden {
-                return Err(DirectoryError::Invalid(format!(
-                    "tenant {tenant} may not use legacy TLS: the operator forbade it (--forbid-legacy-tls on)"
-                )));
-            }
-            s.allowed = v;
-        }
-        if let Some(v) = changes.until {
-            s.until = v;
-        }
-        if let Some(users) = &changes.users {
-            s.users = users.iter().map(|u| normalize_address(u)).collect::<Result<_>>()?;
-        }
-        if let Some(networks) = &changes.networks {
-            s.networks = networks.iter().map(|n| n.trunc()).collect();
-        }
+        let before = read_legacy_settings(&mut *tx, tenant).await?;
+        let s = changes.apply(tenant, before.clone())?;
         sqlx::query(
             "UPDATE tenants SET allow_legacy_tls = ?, legacy_until = ?, legacy_users = ?, legacy_networks = ?, forbid_legacy_tls = ?
              WHERE name = ?",
@@ -537,8 +551,11 @@ impl Directory {
         .bind(s.networks.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","))
         .bind(s.forbidden)
         .bind(tenant)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let change = Change::new(Some(tenant), "tenant.legacy", tenant).before(json(&before)).after(json(&s));
+        self.audit(&mut tx, change).await?;
+        tx.commit().await?;
         self.note_change();
         Ok(s)
     }
@@ -546,17 +563,33 @@ impl Directory {
     pub async fn add_domain(&self, domain: &str, tenant: &str) -> Result<()> {
         let domain = normalize_domain(domain)?;
         let id = self.tenant_id(tenant).await?;
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("INSERT INTO domains (name, tenant_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
             .bind(&domain)
             .bind(id)
             .bind(self.now_secs())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        self.note_change();
         if r.rows_affected() == 0 {
             return Err(DirectoryError::Exists(format!("accepted domain {domain}")));
         }
+        let after = serde_json::json!({ "name": domain, "tenant": tenant });
+        self.audit(&mut tx, Change::new(Some(tenant), "domain.add", &domain).after(after)).await?;
+        tx.commit().await?;
+        self.note_change();
         Ok(())
+    }
+
+    /// Accepted domains, of one tenant or all, by name.
+    pub async fn list_domains(&self, tenant: Option<&str>) -> Result<Vec<Domain>> {
+        let rows = sqlx::query(
+            "SELECT d.name, t.name AS tenant FROM domains d JOIN tenants t ON t.id = d.tenant_id
+             WHERE ?1 IS NULL OR t.name = ?1 ORDER BY d.name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| Domain { name: r.get("name"), tenant: r.get("tenant") }).collect())
     }
 
     /// The tenant that owns an accepted domain, if any.
@@ -588,6 +621,7 @@ impl Directory {
         let tenant_id = self.tenant_id(&tenant).await?;
         let hash = hash_blocking(password.to_string()).await?;
         let now = self.now_secs();
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "INSERT INTO users (tenant_id, address, password_hash, enabled, smtp_auth, created_at, updated_at)
              VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -598,13 +632,16 @@ impl Directory {
         .bind(smtp_auth)
         .bind(now)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        self.note_change();
         if r.rows_affected() == 0 {
             return Err(DirectoryError::Exists(format!("user {address}")));
         }
-        Ok(User { address, tenant, enabled: true, smtp_auth })
+        let user = User { address, tenant, enabled: true, smtp_auth };
+        self.audit(&mut tx, Change::new(Some(&user.tenant), "user.add", &user.address).after(json(&user))).await?;
+        tx.commit().await?;
+        self.note_change();
+        Ok(user)
     }
 
     pub async fn list_users(&self, tenant: Option<&str>) -> Result<Vec<User>> {
@@ -647,7 +684,16 @@ impl Directory {
 
     pub async fn set_user(&self, address: &str, changes: &UserChanges) -> Result<User> {
         let address = normalize_address(address)?;
-        let r = sqlx::query(
+        let no_user = || DirectoryError::NotFound(format!("no user {address}"));
+        let mut tx = self.pool.begin().await?;
+        // Write first (see set_legacy): `before` is the row this change replaces.
+        let locked = sqlx::query("UPDATE users SET updated_at = updated_at WHERE address = ?").bind(&address).execute(&mut *tx).await?;
+        if locked.rows_affected() == 0 {
+            return Err(no_user());
+        }
+        let read = |row: Option<sqlx::sqlite::SqliteRow>| row.as_ref().map(user_from_row).ok_or_else(no_user);
+        let before = read(sqlx::query(USER_SELECT_ONE).bind(&address).fetch_optional(&mut *tx).await?)?;
+        sqlx::query(
             "UPDATE users SET enabled = COALESCE(?, enabled), smtp_auth = COALESCE(?, smtp_auth), updated_at = ?
              WHERE address = ?",
         )
@@ -655,29 +701,38 @@ impl Directory {
         .bind(changes.smtp_auth)
         .bind(self.now_secs())
         .bind(&address)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::NotFound(format!("no user {address}")));
-        }
+        let after = read(sqlx::query(USER_SELECT_ONE).bind(&address).fetch_optional(&mut *tx).await?)?;
+        let change = Change::new(Some(&after.tenant), "user.set", &address).before(json(&before)).after(json(&after));
+        self.audit(&mut tx, change).await?;
+        tx.commit().await?;
         self.cache.invalidate(&address);
         self.note_change();
-        self.user(&address).await?.ok_or_else(|| DirectoryError::NotFound(format!("no user {address}")))
+        Ok(after)
     }
 
+    /// Sets a new password; the audit record says that it changed, never what to.
     pub async fn set_password(&self, address: &str, password: &str) -> Result<()> {
         let address = normalize_address(address)?;
         check_password(password)?;
         let hash = hash_blocking(password.to_string()).await?;
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE address = ?")
             .bind(hash)
             .bind(self.now_secs())
             .bind(&address)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(DirectoryError::NotFound(format!("no user {address}")));
         }
+        let tenant: String = sqlx::query_scalar("SELECT t.name FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?")
+            .bind(&address)
+            .fetch_one(&mut *tx)
+            .await?;
+        self.audit(&mut tx, Change::new(Some(&tenant), "user.passwd", &address)).await?;
+        tx.commit().await?;
         self.cache.invalidate(&address);
         self.note_change();
         Ok(())
@@ -725,13 +780,52 @@ impl Directory {
     }
 }
 
-fn split_list(s: &str) -> impl Iterator<Item = &str> {
+
+/// Reads a tenant's legacy settings with `executor` (the pool, or a change's transaction).
+async fn read_legacy_settings<'e, E>(executor: E, tenant: &str) -> Result<LegacySettings>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let row = sqlx::query(
+        "SELECT allow_legacy_tls, legacy_until, legacy_users, legacy_networks, forbid_legacy_tls FROM tenants WHERE name = ?",
+    )
+    .bind(tenant)
+    .fetch_optional(executor)
+    .await?
+    .ok_or_else(|| DirectoryError::NotFound(format!("no tenant named {tenant:?}; see `mailgate tenant list`")))?;
+    let until: Option<String> = row.get("legacy_until");
+    let users: String = row.get("legacy_users");
+    let networks: String = row.get("legacy_networks");
+    // Values are validated when set; one that no longer parses fails closed (an error,
+    // so a session gets a temporary failure) rather than widening the opt-in.
+    let unreadable = |what: &str| DirectoryError::Invalid(format!("tenant {tenant}: stored {what} is unreadable; set it again"));
+    let until = match until {
+        Some(u) => Some(chrono::NaiveDate::parse_from_str(&u, "%Y-%m-%d").map_err(|_| unreadable("legacy_until"))?),
+        None => None,
+    };
+    let networks = split_list(&networks)
+        .map(|n| n.parse().map_err(|_| unreadable("legacy_networks")))
+        .collect::<Result<Vec<ipnet::IpNet>>>()?;
+    Ok(LegacySettings {
+        allowed: row.get("allow_legacy_tls"),
+        until,
+        users: split_list(&users).map(String::from).collect(),
+        networks,
+        forbidden: row.get("forbid_legacy_tls"),
+    })
+}
+
+pub(crate) fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(',').map(str::trim).filter(|x| !x.is_empty())
 }
 
-/// Adds the columns later versions need to a database made by an earlier one.
-async fn migrate(pool: &SqlitePool) -> Result<()> {
+/// Brings a database made before migrations were numbered to migration 1: adds the
+/// tenant columns it lacks (a new database has no `tenants` table yet: nothing to do).
+async fn upgrade_unnumbered(pool: &SqlitePool) -> Result<()> {
     let existing: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('tenants')").fetch_all(pool).await?;
+    if existing.is_empty() {
+        return Ok(());
+    }
     for (column, decl) in TENANT_COLUMNS {
         if !existing.iter().any(|c| c == column) {
             sqlx::query(&format!("ALTER TABLE tenants ADD COLUMN {column} {decl}")).execute(pool).await?;
@@ -753,7 +847,8 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> User {
     }
 }
 
-fn check_password(password: &str) -> Result<()> {
+/// Checks a new password's length and characters.
+pub fn check_password(password: &str) -> Result<()> {
     if password.chars().count() < 8 {
         return Err(DirectoryError::Invalid("the password must have at least 8 characters".into()));
     }
@@ -908,7 +1003,7 @@ mod tests {
         let vetoed = d.set_legacy("contoso", &LegacyChanges { forbidden: Some(true), ..Default::default() }).await.unwrap();
         assert!(vetoed.forbidden);
         let err = d.set_legacy("contoso", &LegacyChanges { allowed: Some(true), ..Default::default() }).await;
-        assert!(matches!(err, Err(DirectoryError::Invalid(m)) if m.contains("forbade")));
+        assert!(matches!(err, Err(DirectoryError::Vetoed(m)) if m.contains("forbade")));
         assert!(matches!(d.legacy_settings("nope").await, Err(DirectoryError::NotFound(_))));
     }
 
@@ -924,5 +1019,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stamps, vec![1_900_000_000, 1_900_000_000]);
+    }
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_change_is_one_audit_record_with_its_actor() {
+        let t = tempfile::tempdir().unwrap();
+        let d = Directory::open(&t.path().join("d.sqlite")).await.unwrap();
+        let admin = d.acting_as(AuditActor { actor: "key:abc".into(), scope: "contoso".into() });
+        d.add_tenant("contoso").await.unwrap();
+        d.add_domain("contoso.test", "contoso").await.unwrap();
+        admin.add_user("scanner@contoso.test", "long enough", true).await.unwrap();
+        admin.set_user("scanner@contoso.test", &UserChanges { smtp_auth: Some(false), ..Default::default() }).await.unwrap();
+        admin.set_password("scanner@contoso.test", "secret password 1").await.unwrap();
+        let until = chrono::NaiveDate::from_ymd_opt(2027, 3, 31);
+        admin.set_legacy("contoso", &LegacyChanges { allowed: Some(true), until: Some(until), ..Default::default() }).await.unwrap();
+        // Refused changes leave no record.
+        assert!(admin.add_user("scanner@contoso.test", "long enough", true).await.is_err());
+        assert!(d.add_tenant("contoso").await.is_err());
+        let all = d.audit_list(&AuditFilter { limit: 100, ..Default::default() }).await.unwrap();
+        let actions: Vec<(&str, &str, &str)> = all.iter().rev().map(|r| (r.action.as_str(), r.actor.as_str(), r.object.as_str())).collect();
+        assert_eq!(
+            actions,
+            [
+                ("tenant.add", "system", "contoso"),
+                ("domain.add", "system", "contoso.test"),
+                ("user.add", "key:abc", "scanner@contoso.test"),
+                ("user.set", "key:abc", "scanner@contoso.test"),
+                ("user.passwd", "key:abc", "scanner@contoso.test"),
+                ("tenant.legacy", "key:abc", "contoso"),
+            ]
+        );
+        let legacy = &all[0];
+        assert_eq!(legacy.before.as_ref().unwrap()["allowed"], false);
+        assert_eq!(legacy.after.as_ref().unwrap()["until"], "2027-03-31");
+        let text = serde_json::to_string(&all).unwrap();
+        assert!(!text.contains("secret password") && !text.contains("argon2"), "no password nor hash in the log");
+        assert_eq!(all[2].before.as_ref().unwrap()["smtp_auth"], true);
+        assert_eq!(all[2].after.as_ref().unwrap()["smtp_auth"], false);
+        let mine = d.audit_list(&AuditFilter { tenant: Some("other".into()), limit: 100, ..Default::default() }).await.unwrap();
+        assert!(mine.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_database_made_before_numbered_migrations_is_upgraded() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d.sqlite");
+        {
+            let pool = SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TABLE tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);
+                 INSERT INTO tenants (name, created_at) VALUES ('old', 1);",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        let d = Directory::open(&path).await.unwrap();
+        assert_eq!(d.legacy_settings("old").await.unwrap(), LegacySettings::default());
+        d.add_api_key(&NewKey { tenant: Some("old".into()), ..Default::default() }).await.unwrap();
+        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&d.pool).await.unwrap();
+        assert_eq!(versions, vec![1, 2]);
     }
 }
