@@ -16,6 +16,7 @@ pub mod directory;
 pub mod dsn;
 pub mod durable;
 pub mod listener;
+pub mod ops;
 pub mod policy;
 pub mod queue;
 pub mod reply;

@@ -1,13 +1,15 @@
 //! The `mailgate` command line: serve, check-config, demo, and directory administration.
 //!
-//! Commands own no business logic: each one loads the configuration, calls the same
-//! operation the admin API will call (`Directory::add_user`, ...) and prints the result as
-//! a table or JSON. Errors go to stderr as one sentence and exit with status 1.
+//! Commands own no business logic: each one loads the configuration, calls the operation
+//! of `crate::ops` that the admin API calls too, as the operator (the audit log names the
+//! OS user), and prints the result as a table, CSV or JSON. Errors go to stderr as one
+//! sentence and exit with status 1.
 
 mod queue;
 
 use crate::config::Config;
-use crate::directory::{generate_password, Directory, UserChanges};
+use crate::directory::UserChanges;
+use crate::ops::{Caller, KeyRequest, LegacyUpdate, NewUser, Ops, OpsError, ReportQuery, WhatIfQuery};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read;
@@ -51,6 +53,56 @@ enum Command {
     /// Inspect and act on queued messages.
     #[command(subcommand)]
     Queue(queue::QueueCmd),
+    /// Admin API keys (for the HTTP API and the dashboard).
+    #[command(subcommand)]
+    Apikey(ApiKeyCmd),
+    /// The audit log: every change made by the CLI or the API.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCmd {
+    /// Make a key for the operator or one tenant's admin; it is printed once.
+    Add {
+        /// A key with every right (all tenants, metrics, the veto).
+        #[arg(long, conflicts_with = "tenant", required_unless_present = "tenant")]
+        operator: bool,
+        /// A key for this tenant's admin: it sees and changes this tenant only.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Last day (inclusive, UTC) the key works, YYYY-MM-DD.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Accept the key only from this network (CIDR or address); repeatable.
+        #[arg(long, value_name = "CIDR")]
+        allow_ip: Vec<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Revoke a key: refused from the next request on.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Changes, newest first.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The last N days or weeks: 7d, 12w (default 30d).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -256,10 +308,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(&cli.config).await,
         Command::CheckConfig => check_config(&cli.config),
         Command::Demo(args) => crate::demo::run(args).await,
-        Command::Tenant(cmd) => with_directory(&cli.config, |dir| Box::pin(tenant(dir, cmd))).await,
-        Command::Domain(cmd) => with_directory(&cli.config, |dir| Box::pin(domain(dir, cmd))).await,
-        Command::User(cmd) => with_directory(&cli.config, |dir| Box::pin(user(dir, cmd))).await,
-        Command::Report(cmd) => report(&cli.config, cmd).await,
+        Command::Tenant(cmd) => with_ops(&cli.config, |ops, c| Box::pin(tenant(ops, c, cmd))).await,
+        Command::Domain(cmd) => with_ops(&cli.config, |ops, c| Box::pin(domain(ops, c, cmd))).await,
+        Command::User(cmd) => with_ops(&cli.config, |ops, c| Box::pin(user(ops, c, cmd))).await,
+        Command::Apikey(cmd) => with_ops(&cli.config, |ops, c| Box::pin(apikey(ops, c, cmd))).await,
+        Command::Audit(cmd) => match cmd {
+            AuditCmd::List { tenant, since, format } => with_ops(&cli.config, |ops, c| Box::pin(audit(ops, c, tenant, since, format))).await,
+        },
+        Command::Report(cmd) => with_ops(&cli.config, |ops, c| Box::pin(report(ops, c, cmd))).await,
         Command::Usage(cmd) => usage(&cli.config, cmd).await,
         Command::Queue(cmd) => queue::run(&cli.config, cmd).await,
     }
@@ -336,24 +392,18 @@ fn endpoint_tls_lines(ep: &crate::config::Endpoint, tls: &crate::tls::EndpointTl
     out
 }
 
-/// Runs a `tenant|domain|user` command on the directory. After a change, a running
-/// server is told to clear its lookup cache (so the change is in force on the next AUTH
-/// or RCPT); if it cannot be told, the operator learns when the change will apply.
-async fn with_directory<F>(path: &Path, command: F) -> anyhow::Result<()>
+/// Runs a command on the operations layer as the CLI's caller (the operator, named by
+/// the OS user in the audit log); prints what the operations left to say on stderr.
+async fn with_ops<F>(path: &Path, command: F) -> anyhow::Result<()>
 where
-    F: for<'a> FnOnce(&'a Directory) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>,
+    F: for<'a> FnOnce(&'a Ops, &'a Caller) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>,
 {
-    let config = Config::load(path)?;
-    let dir = Directory::open(&config.directory_path()).await?;
-    let result = command(&dir).await;
-    if dir.made_changes() {
-        if let Err(e) = crate::queue::ops::notify_directory_changed(&config.control_socket()).await {
-            eprintln!(
-                "warning: the running server could not be told of this change ({e}); it applies within \
-                 directory.cache_ttl ({} s)",
-                config.directory.cache_ttl
-            );
-        }
+    let config = Arc::new(Config::load(path)?);
+    let ops = Ops::open(config).await?;
+    let caller = Caller::cli();
+    let result = command(&ops, &caller).await;
+    for w in ops.take_warnings() {
+        eprintln!("warning: {w}");
     }
     result
 }
@@ -367,14 +417,14 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-async fn tenant(dir: &Directory, cmd: TenantCmd) -> anyhow::Result<()> {
+async fn tenant(ops: &Ops, c: &Caller, cmd: TenantCmd) -> anyhow::Result<()> {
     match cmd {
         TenantCmd::Add { name } => {
-            dir.add_tenant(&name).await?;
+            ops.add_tenant(c, &name).await?;
             println!("tenant {name} added");
         }
         TenantCmd::List { format } => {
-            let tenants = dir.list_tenants().await?;
+            let tenants = ops.list_tenants(c).await?;
             if format == Format::Json {
                 return print_json(&tenants);
             }
@@ -384,7 +434,7 @@ async fn tenant(dir: &Directory, cmd: TenantCmd) -> anyhow::Result<()> {
             }
         }
         TenantCmd::Show { name, format } => {
-            let t = dir.tenant(&name).await?;
+            let t = ops.tenant(c, &name).await?;
             if format == Format::Json {
                 return print_json(&t);
             }
@@ -392,27 +442,45 @@ async fn tenant(dir: &Directory, cmd: TenantCmd) -> anyhow::Result<()> {
             print_legacy(&t.legacy);
         }
         TenantCmd::Set { name, allow_legacy_tls, legacy_until, legacy_users, legacy_networks, forbid_legacy_tls } => {
-            let changes = crate::directory::LegacyChanges {
+            let update = LegacyUpdate {
                 allowed: allow_legacy_tls.map(Into::into),
                 until: legacy_until.as_deref().map(parse_until).transpose()?,
                 users: legacy_users.as_deref().map(|u| list(u).map(String::from).collect()),
-                networks: legacy_networks.as_deref().map(parse_networks).transpose()?,
+                networks: legacy_networks.as_deref().map(|n| list(n).map(String::from).collect()),
                 forbidden: forbid_legacy_tls.map(Into::into),
             };
-            if changes.allowed.is_none()
-                && changes.until.is_none()
-                && changes.users.is_none()
-                && changes.networks.is_none()
-                && changes.forbidden.is_none()
+            if update.allowed.is_none()
+                && update.until.is_none()
+                && update.users.is_none()
+                && update.networks.is_none()
+                && update.forbidden.is_none()
             {
                 bail!("nothing to change: give --allow-legacy-tls, --legacy-until, --legacy-users, --legacy-networks or --forbid-legacy-tls");
             }
-            let s = dir.set_legacy(&name, &changes).await?;
+            let s = ops.set_legacy(c, &name, &update).await.map_err(cli_error(&[
+                ("until", "--legacy-until"),
+                ("users", "--legacy-users"),
+                ("networks", "--legacy-networks"),
+            ]))?;
             println!("tenant {name} updated");
             print_legacy(&s);
         }
     }
     Ok(())
+}
+
+/// An operation's error in the CLI's words: a field named by its flag.
+fn cli_error(flags: &'static [(&'static str, &'static str)]) -> impl Fn(OpsError) -> anyhow::Error {
+    move |e| match &e {
+        OpsError::Invalid { field, message } => {
+            let base = field.split('[').next().unwrap_or_default();
+            match flags.iter().find(|(f, _)| *f == base) {
+                Some((_, flag)) => anyhow::anyhow!("{flag}: {message}"),
+                None => anyhow::Error::new(e),
+            }
+        }
+        _ => anyhow::Error::new(e),
+    }
 }
 
 fn list(s: &str) -> impl Iterator<Item = &str> {
@@ -423,19 +491,11 @@ fn parse_until(s: &str) -> anyhow::Result<Option<chrono::NaiveDate>> {
     if s.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map(Some)
-        .map_err(|_| anyhow::anyhow!("--legacy-until {s:?}: expected a date like 2027-03-31, or none"))
+    parse_date(s, "--legacy-until").map(Some).map_err(|e| anyhow::anyhow!("{e}, or none"))
 }
 
-fn parse_networks(s: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
-    list(s)
-        .map(|n| {
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| anyhow::anyhow!("--legacy-networks: {n:?} is not a network like 10.1.0.0/16 or an address"))
-        })
-        .collect()
+fn parse_date(s: &str, flag: &str) -> anyhow::Result<chrono::NaiveDate> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| anyhow::anyhow!("{flag} {s:?}: expected a date like 2027-03-31"))
 }
 
 fn print_legacy(l: &crate::directory::LegacySettings) {
@@ -449,21 +509,20 @@ fn print_legacy(l: &crate::directory::LegacySettings) {
     println!("  forbidden by operator: {}", if l.forbidden { "yes (the tenant cannot opt in)" } else { "no" });
 }
 
-async fn domain(dir: &Directory, cmd: DomainCmd) -> anyhow::Result<()> {
+async fn domain(ops: &Ops, c: &Caller, cmd: DomainCmd) -> anyhow::Result<()> {
     match cmd {
         DomainCmd::Add { domain, tenant } => {
-            dir.add_domain(&domain, &tenant).await?;
-            let domain = crate::directory::normalize_domain(&domain)?;
-            println!("accepted domain {domain} added to tenant {tenant}");
+            let d = ops.add_domain(c, &domain, &tenant).await?;
+            println!("accepted domain {} added to tenant {tenant}", d.name);
         }
     }
     Ok(())
 }
 
-/// Reads a password from stdin (first line), or generates one to print once.
-fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+/// Reads a password from stdin (first line); `None`: one is generated and printed once.
+fn password(from_stdin: bool) -> anyhow::Result<Option<String>> {
     if !from_stdin {
-        return Ok((generate_password(), true));
+        return Ok(None);
     }
     let mut s = String::new();
     std::io::stdin().take(4096).read_to_string(&mut s)?;
@@ -471,22 +530,26 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     if p.is_empty() {
         bail!("--password-stdin: no password on standard input");
     }
-    Ok((p, false))
+    Ok(Some(p))
 }
 
-async fn user(dir: &Directory, cmd: UserCmd) -> anyhow::Result<()> {
+fn print_generated(generated: Option<String>) {
+    if let Some(pw) = generated {
+        println!("password: {pw}");
+        eprintln!("(shown once; it is stored only as an argon2id hash)");
+    }
+}
+
+async fn user(ops: &Ops, c: &Caller, cmd: UserCmd) -> anyhow::Result<()> {
     match cmd {
         UserCmd::Add { address, password_stdin, smtp_auth } => {
-            let (pw, generated) = password(password_stdin)?;
-            let u = dir.add_user(&address, &pw, smtp_auth.into()).await?;
+            let new = NewUser { address, password: password(password_stdin)?, smtp_auth: smtp_auth.into() };
+            let (u, generated) = ops.add_user(c, &new).await?;
             println!("user {} added to tenant {}", u.address, u.tenant);
-            if generated {
-                println!("password: {pw}");
-                eprintln!("(shown once; it is stored only as an argon2id hash)");
-            }
+            print_generated(generated);
         }
         UserCmd::List { tenant, format } => {
-            let users = dir.list_users(tenant.as_deref()).await?;
+            let users = ops.list_users(c, tenant.as_deref()).await?;
             if format == Format::Json {
                 return print_json(&users);
             }
@@ -500,20 +563,82 @@ async fn user(dir: &Directory, cmd: UserCmd) -> anyhow::Result<()> {
                 bail!("nothing to change: give --smtp-auth on|off and/or --enabled on|off");
             }
             let changes = UserChanges { smtp_auth: smtp_auth.map(Into::into), enabled: enabled.map(Into::into) };
-            let u = dir.set_user(&address, &changes).await?;
+            let u = ops.set_user(c, &address, &changes).await?;
             println!("user {}: enabled {}, smtp-auth {}", u.address, on_off(u.enabled), on_off(u.smtp_auth));
         }
         UserCmd::Passwd { address, password_stdin } => {
-            let (pw, generated) = password(password_stdin)?;
-            dir.set_password(&address, &pw).await?;
-            println!("password of {} changed", address.to_lowercase());
-            if generated {
-                println!("password: {pw}");
-                eprintln!("(shown once; it is stored only as an argon2id hash)");
-            }
+            let pw = password(password_stdin)?;
+            let generated = ops.set_password(c, &address, pw.as_deref()).await?;
+            println!("password of {} changed", address.trim().to_lowercase());
+            print_generated(generated);
         }
     }
     Ok(())
+}
+
+async fn apikey(ops: &Ops, c: &Caller, cmd: ApiKeyCmd) -> anyhow::Result<()> {
+    match cmd {
+        ApiKeyCmd::Add { operator, tenant, description, expires, allow_ip } => {
+            let expires = expires.as_deref().map(|d| parse_date(d, "--expires")).transpose()?;
+            let r = KeyRequest { operator, tenant, description: description.unwrap_or_default(), expires, allow_ips: allow_ip };
+            let (k, key) = ops.add_key(c, &r).await.map_err(cli_error(&[("expires", "--expires"), ("allow_ips", "--allow-ip"), ("tenant", "--tenant")]))?;
+            println!("API key {} added ({})", k.id, k.tenant.as_deref().map_or("operator".to_string(), |t| format!("tenant {t}")));
+            println!("key: {key}");
+            eprintln!("(shown once; it is stored only as a SHA-256 digest: use it as `Authorization: Bearer {}...`)", &key[..16]);
+        }
+        ApiKeyCmd::List { tenant, format } => {
+            let keys = ops.list_keys(c, tenant.as_deref()).await?;
+            if format == Format::Json {
+                return print_json(&keys);
+            }
+            println!("{:<13} {:<9} {:<16} {:<10} {:<10} {:<20} DESCRIPTION", "ID", "SCOPE", "TENANT", "EXPIRES", "STATE", "ALLOW_IPS");
+            for k in keys {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires.is_some_and(|d| d < ops.today()) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let expires = k.expires.map(|d| d.to_string()).unwrap_or_else(|| "-".into());
+                let ips = if k.allow_ips.is_empty() { "any".to_string() } else { k.allow_ips.join(",") };
+                println!("{:<13} {:<9} {:<16} {:<10} {:<10} {:<20} {}", k.id, k.scope, k.tenant.as_deref().unwrap_or("-"), expires, state, ips, k.description);
+            }
+        }
+        ApiKeyCmd::Revoke { id } => {
+            ops.revoke_key(c, &id).await?;
+            println!("API key {id} revoked; it is refused from the next request on");
+        }
+    }
+    Ok(())
+}
+
+async fn audit(ops: &Ops, c: &Caller, tenant: Option<String>, since: Option<String>, format: ReportFormat) -> anyhow::Result<()> {
+    let records = ops.audit(c, tenant.as_deref(), since.as_deref(), None).await.map_err(cli_error(&[("since", "--since")]))?;
+    if format == ReportFormat::Json {
+        return print_json(&records);
+    }
+    print_report(&records, format)
+}
+
+impl crate::usage::report::Tabular for crate::directory::AuditRecord {
+    fn headers() -> &'static [&'static str] {
+        &["time", "actor", "scope", "tenant", "action", "object", "before", "after"]
+    }
+    fn cells(&self) -> Vec<String> {
+        let text = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let time = chrono::DateTime::from_timestamp(self.time, 0).map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+        vec![
+            time.unwrap_or_default(),
+            self.actor.clone(),
+            self.scope.clone(),
+            self.tenant.clone().unwrap_or_default(),
+            self.action.clone(),
+            self.object.clone(),
+            text(&self.before),
+            text(&self.after),
+        ]
+    }
 }
 
 fn print_report<T: crate::usage::report::Tabular>(rows: &[T], format: ReportFormat) -> anyhow::Result<()> {
@@ -531,53 +656,18 @@ fn print_report<T: crate::usage::report::Tabular>(rows: &[T], format: ReportForm
     }
 }
 
-async fn report(path: &Path, cmd: ReportCmd) -> anyhow::Result<()> {
-    use crate::usage::report::{legacy_report, tls_report, what_if, Period, Scenario, SuiteKind};
-    use crate::usage::store::{RollupFilter, SqliteUsageStore, UsageStore};
-    let config = Config::load(path)?;
+async fn report(ops: &Ops, c: &Caller, cmd: ReportCmd) -> anyhow::Result<()> {
     let args = match &cmd {
         ReportCmd::Tls(a) | ReportCmd::Legacy(a) | ReportCmd::WhatIf { args: a, .. } => a.clone(),
     };
-    let today = crate::clock::today(&crate::clock::system_clock());
-    let period = Period::parse(args.since.as_deref(), args.from.as_deref(), args.to.as_deref(), today).map_err(anyhow::Error::msg)?;
-    if !config.data_dir.is_dir() {
-        bail!("data_dir {} does not exist: check {} (is this the server's configuration?)", config.data_dir.display(), path.display());
-    }
-    let dir = Directory::open(&config.directory_path()).await?;
-    let store = SqliteUsageStore::open(&config.usage_path()).await?;
-    let rows = store.period_totals(&RollupFilter { tenant: args.tenant.clone(), from: period.from, to: period.to }).await?;
-    // A tenant with history but since removed still has a report; an unknown name is an error.
-    if let (Some(t), true) = (&args.tenant, rows.is_empty()) {
-        dir.tenant(t).await?;
-    }
+    let q = ReportQuery { tenant: args.tenant.clone(), since: args.since.clone(), from: args.from.clone(), to: args.to.clone() };
+    let flags: &[(&str, &str)] = &[("on", "--on"), ("drop", "--drop"), ("endpoint", "--endpoint")];
     match cmd {
-        ReportCmd::Tls(_) => print_report(&tls_report(&rows), args.format),
-        ReportCmd::Legacy(_) => print_report(&legacy_report(&rows), args.format),
+        ReportCmd::Tls(_) => print_report(&ops.tls_report(c, &q).await?, args.format),
+        ReportCmd::Legacy(_) => print_report(&ops.legacy_report(c, &q).await?, args.format),
         ReportCmd::WhatIf { on, disable_legacy, drop, endpoint, .. } => {
-            if let Some(e) = endpoint.as_deref().filter(|e| !config.endpoints.iter().any(|x| x.name == *e)) {
-                let names: Vec<&str> = config.endpoints.iter().map(|x| x.name.as_str()).collect();
-                bail!("--endpoint {e:?}: no such endpoint in {} (endpoints: {})", path.display(), names.join(", "));
-            }
-            let scenario = match (on, disable_legacy, drop) {
-                (_, true, _) => Scenario::DisableLegacy,
-                (_, _, Some(k)) => Scenario::DropSuites(
-                    SuiteKind::parse(&k).ok_or_else(|| anyhow::anyhow!("--drop {k:?}: expected static-rsa or cbc"))?,
-                    endpoint,
-                ),
-                (Some(d), false, None) => Scenario::On(
-                    chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
-                        .map_err(|_| anyhow::anyhow!("--on {d:?}: expected a date like 2027-03-01"))?,
-                ),
-                (None, false, None) => bail!("give --on DATE, --disable-legacy or --drop static-rsa|cbc"),
-            };
-            let mut tenants = std::collections::HashMap::new();
-            for t in rows.iter().map(|r| r.tenant.clone()).filter(|t| !t.is_empty()) {
-                if let std::collections::hash_map::Entry::Vacant(e) = tenants.entry(t) {
-                    let settings = dir.legacy_settings(e.key()).await.unwrap_or_default();
-                    e.insert(settings);
-                }
-            }
-            print_report(&what_if(&rows, &config.endpoints, &tenants, scenario, period, today), args.format)
+            let w = WhatIfQuery { on, disable_legacy, drop, endpoint };
+            print_report(&ops.what_if(c, &q, &w).await.map_err(cli_error(flags))?, args.format)
         }
     }
 }

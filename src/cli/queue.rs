@@ -1,12 +1,9 @@
-//! `mailgate queue ...`: the queue operations of `crate::queue::ops`, printed as a table
-//! or JSON. A change (retry, hold, release, bounce) is recorded in the spool and a running
+//! `mailgate queue ...`: the queue operations of `crate::ops`, printed as a table or JSON. A change (retry, hold, release, bounce) is recorded in the spool and a running
 //! server is asked to act on it at once; without a server it applies at the next start.
 
 use super::{print_json, Format};
-use crate::config::Config;
-use crate::queue::ops::{self, EntryView};
-use crate::queue::state::Backoff;
-use crate::queue::Spool;
+use crate::ops::{Caller, Notified, Ops, QueueAction, QueueFilter};
+use crate::queue::ops::EntryView;
 use anyhow::bail;
 use clap::Subcommand;
 use std::path::Path;
@@ -48,20 +45,20 @@ pub(super) enum QueueCmd {
 }
 
 pub(super) async fn run(config_path: &Path, cmd: QueueCmd) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
-    let spool = Spool::attach(&config.spool_dir())?;
-    let backoff = Backoff { min: config.queue.backoff_min, max: config.queue.backoff_max };
-    let socket = config.control_socket();
+    super::with_ops(config_path, |ops, c| Box::pin(queue(ops, c, cmd))).await
+}
+
+async fn queue(ops: &Ops, c: &Caller, cmd: QueueCmd) -> anyhow::Result<()> {
     match cmd {
         QueueCmd::List { tenant, format } => {
-            let entries = ops::list(&spool, backoff, tenant.as_deref()).await?;
+            let entries = ops.queue_list(c, &QueueFilter { tenant, state: None }).await?;
             if format == Format::Json {
                 return print_json(&entries);
             }
             print_list(&entries);
         }
         QueueCmd::Show { id, format } => {
-            let entry = ops::show(&spool, backoff, &id).await?;
+            let entry = ops.queue_show(c, &id).await?;
             if format == Format::Json {
                 return print_json(&entry);
             }
@@ -69,36 +66,38 @@ pub(super) async fn run(config_path: &Path, cmd: QueueCmd) -> anyhow::Result<()>
         }
         QueueCmd::Retry { id, all } => {
             if all {
-                let n = ops::retry_all(&spool, now())?;
+                let (n, notified) = ops.queue_retry_all(c).await?;
                 println!("{n} message(s) marked for an immediate retry");
+                say(notified);
             } else {
                 let id = id.unwrap_or_default();
-                ops::retry(&spool, &id, now())?;
+                let notified = ops.queue_act(c, &id, QueueAction::Retry).await?;
                 println!("{id}: marked for an immediate retry");
+                say(notified);
             }
-            poke(&socket).await?;
         }
         QueueCmd::Hold { id } => {
-            ops::hold(&spool, &id, now())?;
+            ops.queue_act(c, &id, QueueAction::Hold).await?;
             println!("{id}: held; no delivery attempts until `mailgate queue release {id}`");
         }
         QueueCmd::Release { id } => {
-            ops::release(&spool, &id, now())?;
+            let notified = ops.queue_act(c, &id, QueueAction::Release).await?;
             println!("{id}: released");
-            poke(&socket).await?;
+            say(notified);
         }
         QueueCmd::Delete { id } => {
-            ops::delete(&spool, &id, Duration::from_secs(30)).await?;
+            ops.queue_act(c, &id, QueueAction::Delete).await?;
             println!("{id}: deleted (not delivered; the sender was not told)");
         }
         QueueCmd::Bounce { id } => {
-            ops::bounce(&spool, &id, now())?;
+            let notified = ops.queue_act(c, &id, QueueAction::Bounce).await?;
             println!("{id}: marked for return to the sender");
-            poke(&socket).await?;
+            say(notified);
         }
         QueueCmd::Scan => {
-            if !ops::request_scan(&socket, Duration::from_secs(600)).await? {
-                bail!("no server is running on {} (no control socket at {})", config.data_dir.display(), socket.display());
+            let socket = ops.config.control_socket();
+            if !crate::queue::ops::request_scan(&socket, Duration::from_secs(600)).await? {
+                bail!("no server is running on {} (no control socket at {})", ops.config.data_dir.display(), socket.display());
             }
             println!("scan done");
         }
@@ -106,14 +105,13 @@ pub(super) async fn run(config_path: &Path, cmd: QueueCmd) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Asks a running server to act now; says so when none runs.
-async fn poke(socket: &Path) -> anyhow::Result<()> {
-    match ops::request_scan(socket, Duration::from_secs(600)).await {
-        Ok(true) => println!("the server has acted on it"),
-        Ok(false) => println!("no server is running; this takes effect when `mailgate serve` next starts"),
-        Err(e) => println!("recorded, but the server did not confirm: {e}"),
+/// What a running server did about a change.
+fn say(n: Notified) {
+    match n {
+        Notified::ActedOn => println!("the server has acted on it"),
+        Notified::NoServer => println!("no server is running; this takes effect when `mailgate serve` next starts"),
+        Notified::Scheduled | Notified::NotNeeded | Notified::NotConfirmed => {}
     }
-    Ok(())
 }
 
 fn time(t: i64) -> String {
@@ -124,7 +122,7 @@ fn print_list(entries: &[EntryView]) {
     println!("{:<17} {:<19} {:<12} {:>9} {:<8} {:<24} {:<8} NEXT ATTEMPT / LAST ERROR", "ID", "RECEIVED", "TENANT", "SIZE", "STATE", "SENDER", "RCPTS");
     for e in entries {
         let pending = e.recipients.iter().filter(|r| r.status == "pending").count();
-        let state = if e.held { "held" } else if pending > 0 { "deferred" } else { "finishing" };
+        let state = crate::ops::entry_state(e);
         let last_error = e.recipients.iter().rev().find_map(|r| r.last_error.as_ref());
         let next = match (e.held, e.next_attempt) {
             (true, _) => "held".to_string(),
@@ -170,9 +168,4 @@ fn print_entry(e: &EntryView) {
         };
         println!("  <{}> {}: {}", r.address, r.status, detail);
     }
-}
-
-/// The time the CLI's queue operations are stamped with.
-fn now() -> i64 {
-    (crate::clock::system_clock())().timestamp()
 }

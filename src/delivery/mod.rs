@@ -17,7 +17,7 @@ use std::fmt;
 use tokio::io::AsyncRead;
 
 /// Whether a failure may go away by itself (retry later) or not (bounce now).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailureKind {
     Temporary,
@@ -25,7 +25,7 @@ pub enum FailureKind {
 }
 
 /// Why a delivery step failed, in words an operator and a DSN can show.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Failure {
     pub kind: FailureKind,
     /// The reply as the remote server gave it (`550 5.1.1 <a@b>: user unknown`), or our

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// One recipient as `queue show` presents it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RecipientView {
     pub address: String,
     /// `pending`, `delivered` or `failed`.
@@ -33,7 +33,7 @@ pub struct RecipientView {
 }
 
 /// One queued message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct EntryView {
     pub id: String,
     pub tenant: String,

@@ -81,14 +81,14 @@ fn pct(part: i64, whole: i64) -> f64 {
 }
 
 /// A device: its ClientHello fingerprint and the name it gave in EHLO.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 pub struct Device {
     pub fingerprint: String,
     pub ehlo: String,
 }
 
 /// `report tls`: one row per sender.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TlsRow {
     pub tenant: String,
     pub sender: String,
@@ -152,7 +152,7 @@ pub fn tls_report(rows: &[DailyRow]) -> Vec<TlsRow> {
 }
 
 /// `report legacy`: one row per sender or device, endpoint, version and outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct LegacyRow {
     pub tenant: String,
     /// The user or login; `[address]` when none is known.
@@ -278,7 +278,7 @@ impl SuiteKind {
 }
 
 /// `report what-if`: a sender and device that would fail, and how.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WhatIfRow {
     pub tenant: String,
     pub sender: String,
