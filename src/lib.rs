@@ -7,6 +7,7 @@
 //! (tenants, domains, users) and `queue` (the durable spool); the queue runner hands
 //! messages to `delivery`. `cli` and `demo` call the same operations an admin API will.
 
+pub mod api;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod directory;
 pub mod dsn;
 pub mod durable;
 pub mod listener;
+pub mod metrics;
 pub mod ops;
 pub mod policy;
 pub mod queue;

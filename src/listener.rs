@@ -18,6 +18,7 @@ use crate::policy::{self, HelloVerdict, SessionVerdict};
 use crate::reply::Reply;
 use crate::session::{ConnectionInfo, Flow, Session, SessionContext, SessionUsage};
 use crate::usage::{Outcome, Recorder, UsageEvent};
+use prometheus::IntCounter;
 use crate::tls::hello::{read_client_hello, HelloError, HelloInfo, Prefixed};
 use crate::tls::{legacy::openssl_facts, rustls_facts, Refusal, Route, Stack, TlsFacts, HANDSHAKE_FAILURE_ALERT, INAPPROPRIATE_FALLBACK_ALERT, PROTOCOL_VERSION_ALERT};
 use rand::SeedableRng;
@@ -48,32 +49,59 @@ impl EndpointRuntime {
     }
 }
 
-/// Counts of TLS attempts that never became a session (until usage reports store them).
-#[derive(Debug, Default)]
+/// Counts of TLS attempts by what became of them: `mailgate_tls_attempts_total{result}`.
 pub struct TlsCounters {
-    pub hello_timeout: AtomicU64,
-    pub hello_closed: AtomicU64,
-    pub hello_not_tls: AtomicU64,
-    pub hello_sslv2: AtomicU64,
-    pub hello_oversized: AtomicU64,
+    family: prometheus::IntCounterVec,
+    pub hello_timeout: IntCounter,
+    pub hello_closed: IntCounter,
+    pub hello_not_tls: IntCounter,
+    pub hello_sslv2: IntCounter,
+    pub hello_oversized: IntCounter,
     /// TLS records that did not hold a whole ClientHello (served by rustls if it can).
-    pub hello_unparsed: AtomicU64,
-    pub refused_at_handshake: AtomicU64,
+    pub hello_unparsed: IntCounter,
+    pub refused_at_handshake: IntCounter,
     /// Hellos that offered no suite the endpoint serves (answered handshake_failure).
-    pub refused_no_shared_suite: AtomicU64,
-    pub handshake_failed: AtomicU64,
-    pub explained_421: AtomicU64,
-    pub served_rustls: AtomicU64,
-    pub served_openssl: AtomicU64,
+    pub refused_no_shared_suite: IntCounter,
+    pub handshake_failed: IntCounter,
+    pub explained_421: IntCounter,
+    pub served_rustls: IntCounter,
+    pub served_openssl: IntCounter,
+}
+
+impl Default for TlsCounters {
+    fn default() -> Self {
+        let family = crate::metrics::family("mailgate_tls_attempts_total", "TLS attempts by what became of them.", "result");
+        let c = |name: &str| family.with_label_values(&[name]);
+        TlsCounters {
+            hello_timeout: c("hello_timeout"),
+            hello_closed: c("hello_closed"),
+            hello_not_tls: c("hello_not_tls"),
+            hello_sslv2: c("hello_sslv2"),
+            hello_oversized: c("hello_oversized"),
+            hello_unparsed: c("hello_unparsed"),
+            refused_at_handshake: c("refused_at_handshake"),
+            refused_no_shared_suite: c("refused_no_shared_suite"),
+            handshake_failed: c("handshake_failed"),
+            explained_421: c("explained_421"),
+            served_rustls: c("served_rustls"),
+            served_openssl: c("served_openssl"),
+            family,
+        }
+    }
 }
 
 impl TlsCounters {
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
+    pub fn get(c: &IntCounter) -> u64 {
+        c.get()
     }
 
-    fn bump(c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    fn bump(c: &IntCounter) {
+        c.inc();
+    }
+
+    /// The counters' family, for the metrics registry.
+    pub fn family(&self) -> prometheus::IntCounterVec {
+        self.family.clone()
     }
 
     fn hello_error(&self, e: &HelloError) {
@@ -117,6 +145,13 @@ impl Shared {
             counter: AtomicU64::new(0),
             rng: Mutex::new(rng),
         })
+    }
+
+    /// The one place a connection's outcome is counted: the metrics, then the usage
+    /// store (through the recorder), from the same event.
+    fn session_ended(&self, event: UsageEvent) {
+        self.ctx.metrics.session_ended(&event);
+        self.recorder.record(event, (self.ctx.clock)().timestamp());
     }
 
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
@@ -174,7 +209,7 @@ pub async fn accept_loop(
         let Some(admission) = shared.admit(peer.ip()) else {
             // Still one usage event per connection: a refused device is one to know about.
             let event = UsageEvent::new(shared.ctx.config.node_name(), &endpoint.config.name, peer.ip());
-            shared.recorder.record(event, (shared.ctx.clock)().timestamp());
+            shared.session_ended(event);
             tokio::spawn(refuse_busy(stream, endpoint.config.tls_mode));
             continue;
         };
@@ -230,8 +265,7 @@ impl Connection {
         let mut event = UsageEvent::new(config.node_name(), &self.endpoint.config.name, self.peer.ip());
         self.serve(stream, &mut event).await;
         event.keep_offered_ciphers(&self.offered);
-        let now = (self.shared.ctx.clock)().timestamp();
-        self.shared.recorder.record(event, now);
+        self.shared.session_ended(event);
     }
 
     async fn serve(&mut self, stream: TcpStream, event: &mut UsageEvent) {
@@ -290,10 +324,12 @@ impl Connection {
         let io = Prefixed::new(prefix, plain);
         let handshake = Duration::from_secs(self.limits().tls_handshake_timeout);
         let tls = &self.endpoint.tls;
+        let started = Instant::now();
         match route {
             Route::Rustls => {
                 let r = tokio::time::timeout(handshake, tls.rustls.accept(io)).await;
                 let Some(stream) = self.handshake_result(r.map(|x| x.map_err(|e| e.to_string()))) else { return };
+                self.shared.ctx.metrics.handshake("rustls", started.elapsed());
                 let facts = rustls_facts(stream.get_ref().1, hello.as_ref());
                 self.serve_tls(stream, facts, Stack::Rustls, false, deadline, event).await;
             }
@@ -305,6 +341,7 @@ impl Connection {
                 };
                 let r = tokio::time::timeout(handshake, openssl_accept(&acceptor, io)).await;
                 let Some(stream) = self.handshake_result(r) else { return };
+                self.shared.ctx.metrics.handshake("openssl", started.elapsed());
                 let facts = openssl_facts(stream.ssl(), hello.as_ref());
                 self.serve_tls(stream, facts, Stack::OpenSsl, explain_only, deadline, event).await;
             }

@@ -24,6 +24,7 @@ pub struct RunningServer {
     pub directory: Directory,
     pub spool: Arc<Spool>,
     shared: Arc<Shared>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: watch::Sender<bool>,
     stop_runner: watch::Sender<bool>,
     stop_usage: watch::Sender<bool>,
@@ -64,12 +65,14 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::clock::Clock) -
         }
     }
     let endpoints = Arc::new(endpoints);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let ctx = Arc::new(crate::session::SessionContext {
         config: config.clone(),
         endpoints: endpoints.clone(),
         directory: directory.clone(),
         spool: spool.clone(),
         clock,
+        metrics: metrics.clone(),
     });
     let (stop_usage, stop_usage_rx) = watch::channel(false);
     let (recorder, usage_writer) = start_usage(&config, stop_usage_rx, ctx.clock.clone()).await?;
@@ -98,8 +101,43 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::clock::Clock) -
     }
     // The runner stops after the sessions, so that it delivers what they still accept.
     let (stop_runner, stop_runner_rx) = watch::channel(false);
-    let runner = start_runner(&config, &spool, &directory, &ctx_clock, new_messages, stop_runner_rx).await?;
-    Ok(RunningServer { listeners, config, directory, spool, shared, shutdown, stop_runner, stop_usage, usage_writer, tasks, runner })
+    let (scan_tx, scan_rx) = tokio::sync::mpsc::channel(16);
+    let runner = start_runner(&config, &spool, &directory, &ctx_clock, new_messages, (scan_tx.clone(), scan_rx), stop_runner_rx, metrics.clone()).await?;
+    metrics.register(shared.tls_counters.family());
+    metrics.register(shared.recorder.family());
+    if let Some(admin) = &config.admin {
+        let ops = crate::ops::Ops::new(config.clone(), directory.clone(), Some(spool.clone()), crate::ops::Notifier::InProcess(scan_tx), ctx_clock.clone());
+        let (addr, task) = start_admin(admin, &keys, ops, metrics.clone(), shutdown_rx.clone()).await?;
+        listeners.push(("admin".to_string(), addr));
+        tasks.push(task);
+    }
+    Ok(RunningServer { listeners, config, directory, spool, shared, metrics, shutdown, stop_runner, stop_usage, usage_writer, tasks, runner })
+}
+
+/// Binds the admin listener and serves the API on it.
+async fn start_admin(
+    admin: &crate::config::AdminConfig,
+    keys: &[Arc<rustls::sign::CertifiedKey>],
+    ops: crate::ops::Ops,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(admin.listen).await.with_context(|| format!("admin: cannot listen on {}", admin.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = if admin.tls {
+        // Mozilla's intermediate profile, TLS 1.2 and 1.3, as on a standard endpoint.
+        use crate::tls::{profile::{Profile, TlsPolicy}, TlsVersion};
+        let policy = TlsPolicy::new(&[TlsVersion::Tls12, TlsVersion::Tls13], Some(Profile::Intermediate), None, None)
+            .map_err(|e| anyhow::anyhow!("admin TLS: {}: {}", e.key, e.problem))?;
+        let ids: Vec<u16> = policy.tls13.iter().chain(&policy.tls12).filter(|s| s.rustls_implements()).map(|s| s.id).collect();
+        let cfg = crate::tls::rustls_config(keys, &ids).context("admin TLS configuration")?;
+        Some(tokio_rustls::TlsAcceptor::from(cfg))
+    } else {
+        None
+    };
+    let state = Arc::new(crate::api::ApiState { ops, metrics, metrics_public: admin.metrics_public, openapi: crate::api::openapi_document() });
+    tracing::info!(%addr, tls = admin.tls, "admin API listening");
+    Ok((addr, crate::api::spawn(listener, state, admin, tls, shutdown)))
 }
 
 /// Starts the queue runner and its control socket.
@@ -109,13 +147,14 @@ async fn start_runner(
     directory: &Directory,
     clock: &crate::clock::Clock,
     new_messages: tokio::sync::mpsc::UnboundedReceiver<String>,
+    (scan_tx, scan_rx): (tokio::sync::mpsc::Sender<crate::queue::ScanRequest>, tokio::sync::mpsc::Receiver<crate::queue::ScanRequest>),
     stop: watch::Receiver<bool>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let (scan_tx, scan_rx) = tokio::sync::mpsc::channel(16);
     let control = crate::queue::ops::serve_control(&config.control_socket(), scan_tx, directory.clone(), stop.clone())
         .await
         .with_context(|| format!("control socket {}", config.control_socket().display()))?;
-    let runner = QueueRunner::new(spool.clone(), config.clone(), directory.clone(), clock.clone());
+    let runner = QueueRunner::new(spool.clone(), config.clone(), directory.clone(), clock.clone(), metrics);
     Ok(tokio::spawn(async move {
         runner.run(new_messages, scan_rx, stop).await;
         let _ = control.await;
@@ -144,6 +183,11 @@ impl RunningServer {
     /// The usage recorder (events queued and dropped).
     pub fn recorder(&self) -> &Recorder {
         &self.shared.recorder
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Counts of TLS attempts by outcome.

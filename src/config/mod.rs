@@ -52,6 +52,42 @@ struct RawConfig {
     delivery: delivery::RawDelivery,
     #[serde(default)]
     smarthost: Vec<delivery::RawSmarthost>,
+    admin: Option<AdminConfig>,
+}
+
+/// The admin listener (`[admin]`): the HTTP API and `/metrics`. Off without the section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address and port, e.g. `127.0.0.1:2580`.
+    pub listen: std::net::SocketAddr,
+    /// Serve HTTPS with the endpoints' certificate (TLS 1.2/1.3).
+    #[serde(default)]
+    pub tls: bool,
+    /// `/metrics` without a key (else an operator key is needed).
+    #[serde(default)]
+    pub metrics_public: bool,
+    /// The largest request body, in octets (larger: 413).
+    #[serde(default = "AdminConfig::default_max_body")]
+    pub max_body: usize,
+    /// Seconds a request may take, headers and body included (then 408).
+    #[serde(default = "AdminConfig::default_timeout", deserialize_with = "de_seconds")]
+    pub request_timeout: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    #[serde(default = "AdminConfig::default_connections")]
+    pub max_connections: usize,
+}
+
+impl AdminConfig {
+    fn default_max_body() -> usize {
+        64 * 1024
+    }
+    fn default_timeout() -> u64 {
+        30
+    }
+    fn default_connections() -> usize {
+        64
+    }
 }
 
 /// The tenant directory as the server uses it.
@@ -400,6 +436,8 @@ pub struct Config {
     pub directory: DirectoryConfig,
     pub delivery: DeliveryConfig,
     pub smarthosts: Vec<Smarthost>,
+    /// The admin listener, if configured.
+    pub admin: Option<AdminConfig>,
 }
 
 impl Config {
@@ -529,7 +567,22 @@ impl Validator<'_> {
             directory: raw.directory,
             delivery,
             smarthosts,
+            admin: self.admin(raw.admin)?,
         })
+    }
+
+    fn admin(&self, a: Option<AdminConfig>) -> Result<Option<AdminConfig>, ConfigError> {
+        let Some(a) = a else { return Ok(None) };
+        if !(1024..=64 * 1024 * 1024).contains(&a.max_body) {
+            return Err(self.err("admin.max_body", "must be between 1024 octets and 64 MiB"));
+        }
+        if !(1..=3600).contains(&a.request_timeout) {
+            return Err(self.err("admin.request_timeout", "must be between 1 and 3600 seconds"));
+        }
+        if !(1..=10_000).contains(&a.max_connections) {
+            return Err(self.err("admin.max_connections", "must be between 1 and 10000"));
+        }
+        Ok(Some(a))
     }
 
     fn queue(&self, q: &QueueConfig) -> Result<(), ConfigError> {

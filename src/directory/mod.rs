@@ -521,7 +521,11 @@ impl Directory {
 
     /// A tenant's legacy-TLS settings (cached on a server; a CLI change applies at once).
     pub async fn legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
-        self.cached(&self.lookups.legacy, tenant, read_legacy_settings(&self.pool, tenant)).await
+        let read = async {
+            let mut conn = self.pool.acquire().await?;
+            read_legacy_settings(&mut conn, tenant).await
+        };
+        self.cached(&self.lookups.legacy, tenant, read).await
     }
 
     /// Whether a tenant of this name exists (no error when it does not).
@@ -781,16 +785,13 @@ impl Directory {
 }
 
 
-/// Reads a tenant's legacy settings with `executor` (the pool, or a change's transaction).
-async fn read_legacy_settings<'e, E>(executor: E, tenant: &str) -> Result<LegacySettings>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
+/// Reads a tenant's legacy settings on `conn` (the pool's, or a change's transaction).
+async fn read_legacy_settings(conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<LegacySettings> {
     let row = sqlx::query(
         "SELECT allow_legacy_tls, legacy_until, legacy_users, legacy_networks, forbid_legacy_tls FROM tenants WHERE name = ?",
     )
     .bind(tenant)
-    .fetch_optional(executor)
+    .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| DirectoryError::NotFound(format!("no tenant named {tenant:?}; see `mailgate tenant list`")))?;
     let until: Option<String> = row.get("legacy_until");

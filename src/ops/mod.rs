@@ -163,7 +163,7 @@ pub struct Ops {
     pub config: Arc<Config>,
     dir: Directory,
     spool: OnceLock<Arc<Spool>>,
-    usage: tokio::sync::OnceCell<crate::usage::store::SqliteUsageStore>,
+    usage: OnceLock<crate::usage::store::SqliteUsageStore>,
     notifier: Notifier,
     clock: crate::clock::Clock,
     warnings: Mutex<Vec<String>>,
@@ -189,7 +189,7 @@ impl Ops {
         if let Some(s) = spool {
             let _ = cell.set(s);
         }
-        Ops { config, dir, spool: cell, usage: tokio::sync::OnceCell::new(), notifier, clock, warnings: Mutex::new(Vec::new()) }
+        Ops { config, dir, spool: cell, usage: OnceLock::new(), notifier, clock, warnings: Mutex::new(Vec::new()) }
     }
 
     /// The directory handle whose changes are audited as `caller`'s.
@@ -227,13 +227,13 @@ impl Ops {
                 self.config.path.display()
             )));
         }
-        self.usage
-            .get_or_try_init(|| async {
-                let path = self.config.usage_path();
-                crate::usage::store::SqliteUsageStore::open(&path).await
-            })
+        if let Some(store) = self.usage.get() {
+            return Ok(store);
+        }
+        let store = crate::usage::store::SqliteUsageStore::open(&self.config.usage_path())
             .await
-            .map_err(|e| OpsError::Failed(format!("cannot open the usage store: {e}")))
+            .map_err(|e| OpsError::Failed(format!("cannot open the usage store: {e}")))?;
+        Ok(self.usage.get_or_init(|| store))
     }
 
     /// Warnings an operation left for the person who asked (a server that could not be

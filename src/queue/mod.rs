@@ -473,7 +473,7 @@ mod tests {
             w.commit().await.unwrap();
         }
         let directory = crate::directory::Directory::open(&t.path().join("dir.sqlite")).await.unwrap();
-        let runner = QueueRunner::new(spool.clone(), config.clone(), directory, crate::clock::system_clock());
+        let runner = QueueRunner::new(spool.clone(), config.clone(), directory, crate::clock::system_clock(), Default::default());
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let (scan_tx, scan) = mpsc::channel(1);
         let running = tokio::spawn(runner.run(new, scan, stop));
@@ -588,7 +588,7 @@ mod tests {
         );
         let config = Arc::new(crate::config::Config::from_toml(&t.path().join("m.toml"), &toml).unwrap());
         let directory = crate::directory::Directory::open(&t.path().join("dir.sqlite")).await.unwrap();
-        let runner = QueueRunner::new(spool.clone(), config, directory, crate::clock::system_clock());
+        let runner = QueueRunner::new(spool.clone(), config, directory, crate::clock::system_clock(), Default::default());
         runner.process("GARBAGE").await;
         assert!(spool.queued_ids().unwrap().is_empty());
         assert!(t.path().join("corrupt/GARBAGE.msg").exists());

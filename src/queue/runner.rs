@@ -42,6 +42,8 @@ pub struct QueueRunner {
     directory: Directory,
     clock: Clock,
     targets: Targets,
+    /// Where delivery attempts are counted.
+    metrics: Arc<crate::metrics::Metrics>,
     backoff: Backoff,
     global: Arc<Semaphore>,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -59,7 +61,7 @@ pub struct QueueRunner {
 }
 
 impl QueueRunner {
-    pub fn new(spool: Arc<Spool>, config: Arc<Config>, directory: Directory, clock: Clock) -> Arc<QueueRunner> {
+    pub fn new(spool: Arc<Spool>, config: Arc<Config>, directory: Directory, clock: Clock, metrics: Arc<crate::metrics::Metrics>) -> Arc<QueueRunner> {
         let smarthosts = config
             .smarthosts
             .iter()
@@ -85,6 +87,7 @@ impl QueueRunner {
             directory,
             clock,
             targets,
+            metrics,
         })
     }
 
@@ -377,6 +380,12 @@ impl QueueRunner {
     }
 
     fn outcome(&self, id: &str, destination: &str, rcpt: String, result: Result<(), Failure>, now: i64) -> Record {
+        let counted = match &result {
+            Ok(()) => "delivered",
+            Err(f) if f.is_permanent() => "failed",
+            Err(_) => "deferred",
+        };
+        self.metrics.delivery(destination, counted);
         match result {
             Ok(()) => {
                 tracing::info!(queue_id = id, recipient = %rcpt, destination, "delivered");

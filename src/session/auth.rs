@@ -287,15 +287,22 @@ impl Session {
                 self.usage.user = Some(user.address.clone());
                 self.usage.tenant = Some(user.tenant.clone());
                 if let Err((reply, outcome)) = self.legacy_opt_in(&user.address, &user.tenant).await {
+                    self.ctx.metrics.auth("legacy_refused");
                     self.usage.refusal = Some(outcome);
                     return reply;
                 }
+                self.ctx.metrics.auth("success");
                 tracing::info!(user = %user.address, tenant = %user.tenant, "authenticated");
                 self.user = Some(user);
                 self.usage.refusal = None;
                 Reply::auth_ok()
             }
             Ok(outcome) => {
+                self.ctx.metrics.auth(match outcome {
+                    AuthOutcome::AccountDisabled => "account_disabled",
+                    AuthOutcome::SmtpAuthDisabled => "smtp_auth_disabled",
+                    _ => "bad_credentials",
+                });
                 self.note_failed_login(login).await;
                 tracing::info!(login = %login.chars().take(100).collect::<String>(), ?outcome, "authentication refused");
                 match outcome {
@@ -305,6 +312,7 @@ impl Session {
                 }
             }
             Err(e) => {
+                self.ctx.metrics.auth("temporary_error");
                 tracing::error!(error = %e, "directory error during AUTH");
                 Reply::temporary_auth_failure()
             }

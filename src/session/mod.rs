@@ -38,6 +38,8 @@ pub struct SessionContext {
     pub directory: Directory,
     pub spool: Arc<Spool>,
     pub clock: Clock,
+    /// Where AUTH results and handshake times are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where a session came in.
@@ -393,5 +395,5 @@ impl Session {
 /// Builds a session context from a loaded configuration (used by the server and tests).
 pub fn context(config: Arc<Config>, directory: Directory, spool: Arc<Spool>, clock: Clock) -> Arc<SessionContext> {
     let endpoints = Arc::new(config.endpoints.clone());
-    Arc::new(SessionContext { config, endpoints, directory, spool, clock })
+    Arc::new(SessionContext { config, endpoints, directory, spool, clock, metrics: Arc::new(crate::metrics::Metrics::new()) })
 }

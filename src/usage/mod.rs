@@ -13,7 +13,6 @@ pub mod store;
 pub mod synthetic;
 
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -194,20 +193,33 @@ pub fn is_legacy_name(v: &str) -> bool {
 /// Takes events from sessions without ever making them wait.
 pub struct Recorder {
     tx: Option<mpsc::Sender<UsageEvent>>,
-    dropped: AtomicU64,
-    recorded: AtomicU64,
+    /// `mailgate_usage_events_total{result}`: its `recorded` and `dropped` counters.
+    family: prometheus::IntCounterVec,
+    dropped: prometheus::IntCounter,
+    recorded: prometheus::IntCounter,
 }
 
 impl Recorder {
     /// A recorder that keeps nothing (`usage.enabled = false`).
     pub fn disabled() -> Arc<Recorder> {
-        Arc::new(Recorder { tx: None, dropped: AtomicU64::new(0), recorded: AtomicU64::new(0) })
+        Arc::new(Recorder::with_sender(None))
     }
 
     /// A recorder and the receiving end for [`run_writer`].
     pub fn new(capacity: usize) -> (Arc<Recorder>, mpsc::Receiver<UsageEvent>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Arc::new(Recorder { tx: Some(tx), dropped: AtomicU64::new(0), recorded: AtomicU64::new(0) }), rx)
+        (Arc::new(Recorder::with_sender(Some(tx))), rx)
+    }
+
+    fn with_sender(tx: Option<mpsc::Sender<UsageEvent>>) -> Recorder {
+        let family = crate::metrics::family("mailgate_usage_events_total", "Usage events queued for storage (recorded) or dropped because the buffer was full.", "result");
+        let (recorded, dropped) = (family.with_label_values(&["recorded"]), family.with_label_values(&["dropped"]));
+        Recorder { tx, family, dropped, recorded }
+    }
+
+    /// The counters' family, for the metrics registry.
+    pub fn family(&self) -> prometheus::IntCounterVec {
+        self.family.clone()
     }
 
     /// Queues an event; when the buffer is full the event is dropped and counted.
@@ -216,10 +228,11 @@ impl Recorder {
         event.time = now;
         match tx.try_send(event) {
             Ok(()) => {
-                self.recorded.fetch_add(1, Ordering::Relaxed);
+                self.recorded.inc();
             }
             Err(_) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                self.dropped.inc();
+                let n = self.dropped.get();
                 if n.is_power_of_two() {
                     tracing::warn!(dropped = n, "usage buffer full: events dropped (SMTP is not slowed)");
                 }
@@ -229,12 +242,12 @@ impl Recorder {
 
     /// Events dropped because the buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 
     /// Events queued for storage.
     pub fn recorded(&self) -> u64 {
-        self.recorded.load(Ordering::Relaxed)
+        self.recorded.get()
     }
 }
 

@@ -108,13 +108,14 @@ ALTER TABLE usage_daily RENAME TO usage_daily_old;
 DROP INDEX IF EXISTS usage_daily_day;
 "#;
 
+async fn has_column(pool: &SqlitePool, table: &str, column: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"))
+        .fetch_one(pool)
+        .await?;
+    Ok(n > 0)
+}
+
 async fn upgrade(pool: &SqlitePool) -> Result<()> {
-    let has = |table: &'static str, column: &'static str| async move {
-        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"))
-            .fetch_one(pool)
-            .await?;
-        Result::Ok(n > 0)
-    };
     let events_exist: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'usage_events'")
         .fetch_one(pool)
         .await?;
@@ -122,15 +123,15 @@ async fn upgrade(pool: &SqlitePool) -> Result<()> {
         return Ok(());
     }
     // Asked before the transaction: the pool has one connection.
-    let events_new = has("usage_events", "offered_ciphers").await?;
-    let daily_old = !has("usage_daily", "cipher").await? && has("usage_daily", "day").await?;
+    let events_new = has_column(pool, "usage_events", "offered_ciphers").await?;
+    let daily_old = !has_column(pool, "usage_daily", "cipher").await? && has_column(pool, "usage_daily", "day").await?;
     let mut tx = pool.begin().await?;
     if !events_new {
         sqlx::query("ALTER TABLE usage_events ADD COLUMN offered_ciphers TEXT").execute(&mut *tx).await?;
     }
     if daily_old {
-        sqlx::raw_sql(UPGRADE_DAILY).execute(&mut *tx).await?;
-        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        sqlx::Executor::execute(&mut *tx, UPGRADE_DAILY).await?;
+        sqlx::Executor::execute(&mut *tx, SCHEMA).await?;
         sqlx::query(
             "INSERT INTO usage_daily (tenant, day, sender, endpoint, version, fingerprint, outcome, sessions, messages, bytes, \
              last_seen, ehlo, sni, client_ip, offered_max) SELECT tenant, day, sender, endpoint, version, fingerprint, outcome, \
@@ -160,7 +161,7 @@ impl SqliteUsageStore {
         // One connection: the writer is the only writer, and PRAGMAs then hold for all use.
         let pool = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(opts).await?;
         upgrade(&pool).await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        sqlx::Executor::execute(&pool, SCHEMA).await?;
         Ok(SqliteUsageStore { pool })
     }
 
