@@ -8,7 +8,9 @@
 //! runs reuse the directory as it is. Ports follow `--port-base N`: standard STARTTLS on
 //! N+87, standard implicit TLS on N+65, legacy STARTTLS on N+88 and legacy implicit TLS on
 //! N+66 (`--port-base 0` picks free ports). `fabrikam` has opted in to legacy TLS, `contoso`
-//! has not, so both sides of the legacy policy can be tried at once.
+//! has not, so both sides of the legacy policy can be tried at once. The admin HTTP API
+//! listens on N+80; `demo-admin-keys.txt` (mode 0600) holds an operator key and one
+//! tenant-admin key per tenant, one `scope key` per line.
 
 use crate::config::Config;
 use crate::directory::{generate_password, Directory, DirectoryError};
@@ -24,7 +26,7 @@ pub struct DemoArgs {
     /// The demo directory (created if missing, reused as it is if present).
     #[arg(long, default_value = "./mailgate-demo")]
     pub data: PathBuf,
-    /// First port: standard STARTTLS N+87, implicit N+65; legacy STARTTLS N+88, implicit N+66; 0 picks free ports.
+    /// First port: standard STARTTLS N+87, implicit N+65; legacy STARTTLS N+88, implicit N+66; admin API N+80; 0 picks free ports.
     #[arg(long, default_value_t = 2500)]
     pub port_base: u16,
     /// Relay remote recipients through this smart host (HOST:PORT), over STARTTLS with TLS 1.2+.
@@ -64,6 +66,32 @@ fn smarthost_tables(args: &DemoArgs) -> anyhow::Result<Option<String>> {
         t.push_str(&format!("username = {user:?}\npassword_file = \"{}\"\n", absolute(pw)?));
     }
     Ok(Some(t))
+}
+
+/// Reads `scope key` lines; keeps those that still work, makes the missing ones (an
+/// operator key and one tenant-admin key per demo tenant), and writes the file (0600).
+async fn admin_keys(dir: &Directory, path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut keys = read_credentials(path);
+    let today = crate::clock::today(&crate::clock::system_clock());
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    for scope in std::iter::once("operator").chain(TENANTS.iter().map(|t| t.0)) {
+        let works = match keys.get(scope) {
+            Some(k) => matches!(dir.verify_api_key(k, local, today).await?, Ok(key) if key.tenant.as_deref() == (scope != "operator").then_some(scope)),
+            None => false,
+        };
+        if !works {
+            let new = crate::directory::NewKey {
+                tenant: (scope != "operator").then(|| scope.to_string()),
+                description: format!("made by mailgate demo for {scope}"),
+                ..Default::default()
+            };
+            let (_, key) = dir.add_api_key(&new).await?;
+            keys.insert(scope.to_string(), key);
+        }
+    }
+    let text: String = keys.iter().map(|(s, k)| format!("{s} {k}\n")).collect();
+    write_private(path, text.as_bytes())?;
+    Ok(keys)
 }
 
 const TENANTS: [(&str, &str, [&str; 2]); 2] =
@@ -112,11 +140,20 @@ name = "legacy-implicit"
 listen = ["127.0.0.1:{legacy_implicit}"]
 tls_mode = "implicit"
 tls_versions = ["1.0", "1.1", "1.2", "1.3"]
-"#,
+{admin}"#,
         starttls = port(base, 87)?,
         implicit = port(base, 65)?,
         legacy_starttls = port(base, 88)?,
         legacy_implicit = port(base, 66)?,
+        admin = admin_table(base)?,
+    ))
+}
+
+/// The admin API's table: HTTP on 127.0.0.1 N+80 (keys in `demo-admin-keys.txt`).
+fn admin_table(base: u16) -> anyhow::Result<String> {
+    Ok(format!(
+        "\n# The admin HTTP API and /metrics (docs/admin-api.md); keys: demo-admin-keys.txt.\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+        port(base, 80)?
     ))
 }
 
@@ -201,7 +238,7 @@ async fn seed(dir: &Directory, creds_path: &Path) -> anyhow::Result<BTreeMap<Str
     Ok(creds)
 }
 
-fn banner(dir: &Path, server: &crate::server::RunningServer, creds: &BTreeMap<String, String>) -> String {
+fn banner(dir: &Path, server: &crate::server::RunningServer, creds: &BTreeMap<String, String>, keys: &BTreeMap<String, String>) -> String {
     let starttls = server.addr("standard-starttls");
     let implicit = server.addr("standard-implicit");
     let pw = creds.get("alice@contoso.test").map(String::as_str).unwrap_or("PASSWORD");
@@ -240,6 +277,12 @@ fn banner(dir: &Path, server: &crate::server::RunningServer, creds: &BTreeMap<St
             port = a.port()
         ));
     }
+    if let Some(a) = server.addr("admin") {
+        let key = keys.get("contoso").map(String::as_str).unwrap_or("KEY");
+        s.push_str(&format!(
+            "Admin API (keys: {d}/demo-admin-keys.txt; docs/admin-api.md), as contoso's admin:\n  curl -s -H 'Authorization: Bearer {key}' http://{a}/api/v1/reports/legacy?since=7d\n\n"
+        ));
+    }
     match server.config.smarthost_for("contoso") {
         Some(up) => s.push_str(&format!(
             "Remote recipients are relayed through the smart host {}:{} ({}, TLS 1.2+, certificate checked against {}{}).\n\
@@ -259,25 +302,29 @@ fn banner(dir: &Path, server: &crate::server::RunningServer, creds: &BTreeMap<St
 /// Runs the demo until Ctrl-C or SIGTERM.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config_path = prepare_files(&args.data, args.port_base)?;
-    let config = match smarthost_tables(&args)? {
-        None => Config::load(&config_path)?,
-        Some(tables) => {
-            let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-            anyhow::ensure!(
-                !text.contains("[delivery]") && !text.contains("[[smarthost]]"),
-                "{} already configures delivery; edit it there instead of using --smarthost",
-                config_path.display()
-            );
-            Config::from_toml(&config_path, &format!("{text}{tables}"))?
-        }
-    };
+    let text = std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+    let mut extra = String::new();
+    if let Some(tables) = smarthost_tables(&args)? {
+        anyhow::ensure!(
+            !text.contains("[delivery]") && !text.contains("[[smarthost]]"),
+            "{} already configures delivery; edit it there instead of using --smarthost",
+            config_path.display()
+        );
+        extra.push_str(&tables);
+    }
+    // A demo directory made before the admin API: the API for this run too.
+    if !text.contains("[admin]") {
+        extra.push_str(&admin_table(args.port_base)?);
+    }
+    let config = Config::from_toml(&config_path, &format!("{text}{extra}"))?;
     let config = Arc::new(config);
     crate::server::init_logging(&config.log.level);
     let dir = Directory::open(&config.directory_path()).await?;
     let creds = seed(&dir, &args.data.join("demo-credentials.txt")).await?;
+    let keys = admin_keys(&dir, &args.data.join("demo-admin-keys.txt")).await?;
     let data = args.data.clone();
     crate::server::run_until_signal(config, move |server| {
-        println!("{}", banner(&data, server, &creds));
+        println!("{}", banner(&data, server, &creds, &keys));
     })
     .await
 }
