@@ -4,6 +4,8 @@
 //! over every route, keys, the audit log); the OpenAPI document checked by schemathesis
 //! against the live API; the shipped alert rules checked by promtool.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -38,38 +40,18 @@ impl Server {
 }
 
 fn config(dir: &Path) -> std::path::PathBuf {
-    let ok = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "30", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl must be installed");
-    assert!(ok.success());
+    let (cert, key) = mailgate::tls::self_signed_rsa(&["localhost", "127.0.0.1"], 30).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.join("key.pem"), key).unwrap();
     let path = dir.join("mailgate.toml");
-    std::fs::write(
-        &path,
+    let text = format!(
         r#"hostname = "localhost"
 data_dir = "data"
 
 [[tls.certificate]]
 cert = "cert.pem"
 key = "key.pem"
-
-[[endpoint]]
-name = "standard-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-tls_versions = ["1.2", "1.3"]
-
-[[endpoint]]
-name = "legacy-starttls"
-listen = ["127.0.0.1:0"]
-tls_mode = "starttls"
-tls_versions = ["1.0", "1.1", "1.2", "1.3"]
-
+{endpoints}
 [admin]
 listen = "127.0.0.1:0"
 
@@ -79,8 +61,9 @@ name = "contoso"
 local = "lmtp"
 lmtp = "unix:lmtp-down.sock"
 "#,
-    )
-    .unwrap();
+        endpoints = common::FOUR_ENDPOINTS
+    );
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -119,7 +102,7 @@ fn serve(config: &Path, dir: &Path) -> Server {
     });
     let mut server = Server { child, listeners: Vec::new(), stderr };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while server.listeners.len() < 3 {
+    while server.listeners.len() < 5 {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("the server did not start:\n{}", server.log()));
         if let Some(rest) = line.strip_prefix("listening ") {

@@ -68,7 +68,10 @@ impl Ops {
             }
             if !self.config.endpoints.iter().any(|x| x.name == e) {
                 let names: Vec<&str> = self.config.endpoints.iter().map(|x| x.name.as_str()).collect();
-                return Err(OpsError::invalid("endpoint", format!("no endpoint {e:?} (endpoints: {})", names.join(", "))));
+                return Err(OpsError::invalid(
+                    "endpoint",
+                    format!("no such endpoint {e:?} in {} (endpoints: {})", self.config.path.display(), names.join(", ")),
+                ));
             }
         }
         let given = [w.on.is_some(), w.disable_legacy, w.drop.is_some()].iter().filter(|b| **b).count();

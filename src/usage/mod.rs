@@ -212,12 +212,14 @@ impl Recorder {
     }
 
     fn with_sender(tx: Option<mpsc::Sender<UsageEvent>>) -> Recorder {
-        let family = crate::metrics::family("mailgate_usage_events_total", "Usage events queued for storage (recorded) or dropped because the buffer was full.", "result");
+        let opts = prometheus::Opts::new("mailgate_usage_events_total", "Usage events queued for storage (recorded) or dropped because the buffer was full.");
+        let family = prometheus::IntCounterVec::new(opts, &["result"]).expect("valid metric definition");
         let (recorded, dropped) = (family.with_label_values(&["recorded"]), family.with_label_values(&["dropped"]));
         Recorder { tx, family, dropped, recorded }
     }
 
-    /// The counters' family, for the metrics registry.
+    /// The counters' family, for the metrics registry (`crate::metrics`, which reads
+    /// usage events: this module does not import it).
     pub fn family(&self) -> prometheus::IntCounterVec {
         self.family.clone()
     }
