@@ -80,25 +80,11 @@ pub trait UsageStore: Send + Sync {
     async fn events(&self, filter: &RollupFilter, limit: u32) -> Result<Vec<UsageEvent>>;
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS usage_events (
-    time INTEGER NOT NULL, node TEXT NOT NULL, endpoint TEXT NOT NULL, client_ip TEXT NOT NULL,
-    offered_max TEXT, version TEXT, cipher TEXT, sni TEXT, fingerprint TEXT, ehlo TEXT,
-    user TEXT, tenant TEXT, outcome TEXT NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    offered_ciphers TEXT
-);
-CREATE INDEX IF NOT EXISTS usage_events_time ON usage_events(time);
-CREATE INDEX IF NOT EXISTS usage_events_tenant_time ON usage_events(tenant, time);
-CREATE TABLE IF NOT EXISTS usage_daily (
-    tenant TEXT NOT NULL, day TEXT NOT NULL, sender TEXT NOT NULL, endpoint TEXT NOT NULL,
-    version TEXT NOT NULL, fingerprint TEXT NOT NULL, outcome TEXT NOT NULL,
-    sessions INTEGER NOT NULL, messages INTEGER NOT NULL, bytes INTEGER NOT NULL, last_seen INTEGER NOT NULL,
-    ehlo TEXT NOT NULL, sni TEXT NOT NULL, client_ip TEXT NOT NULL, offered_max TEXT NOT NULL,
-    cipher TEXT NOT NULL DEFAULT '', offered_ciphers TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (tenant, day, sender, endpoint, version, cipher, fingerprint, outcome)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS usage_daily_day ON usage_daily(day);
-"#;
+/// The schema of migration 1, also used by [`upgrade`] to rebuild the rollups.
+const SCHEMA: &str = include_str!("../../migrations/usage/0001_initial.sql");
+
+/// The usage store's schema history (`migrations/usage/`), applied at open.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/usage");
 
 /// Brings a store made before the suites were recorded up to [`SCHEMA`]: `usage_events`
 /// gains `offered_ciphers`; `usage_daily` is rebuilt with `cipher` in its key (its old
@@ -161,7 +147,7 @@ impl SqliteUsageStore {
         // One connection: the writer is the only writer, and PRAGMAs then hold for all use.
         let pool = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(opts).await?;
         upgrade(&pool).await?;
-        sqlx::Executor::execute(&pool, SCHEMA).await?;
+        MIGRATOR.run(&pool).await.map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
         Ok(SqliteUsageStore { pool })
     }
 
