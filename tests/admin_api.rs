@@ -182,3 +182,24 @@ fn the_shipped_alert_rules_pass_promtool() {
         .expect("promtool must be installed (Debian package prometheus; .ci/run installs it)");
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_slow_http_client_is_cut_off_and_does_not_hold_the_listener() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let server = serve(&config, dir.path());
+    let admin = server.addr("admin");
+    // Half a request line, then nothing: the header read timeout (10 s) ends it.
+    let mut slow = std::net::TcpStream::connect(&admin).unwrap();
+    slow.write_all(b"GET /api/v1/tenants HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Meanwhile the listener answers others (curl: a client we did not write).
+    let out = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{admin}/api/v1/openapi.json")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(55), "the slow client was never cut off");
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"), "{}", String::from_utf8_lossy(&buf));
+}
