@@ -123,6 +123,15 @@ impl Ops {
             .collect()
     }
 
+    /// The tenant a listing is limited to ([`Caller::tenant_filter`]), known to exist.
+    async fn listing_tenant(&self, c: &Caller, tenant: Option<&str>) -> OpsResult<Option<String>> {
+        let t = c.tenant_filter(tenant)?;
+        if let Some(t) = &t {
+            self.tenant(c, t).await?;
+        }
+        Ok(t)
+    }
+
     // ---- domains ---------------------------------------------------------------------
 
     pub async fn add_domain(&self, c: &Caller, domain: &str, tenant: &str) -> OpsResult<Domain> {
@@ -134,10 +143,7 @@ impl Ops {
     }
 
     pub async fn list_domains(&self, c: &Caller, tenant: Option<&str>) -> OpsResult<Vec<Domain>> {
-        let t = c.tenant_filter(tenant)?;
-        if let Some(t) = &t {
-            self.tenant(c, t).await?;
-        }
+        let t = self.listing_tenant(c, tenant).await?;
         Ok(self.dir.list_domains(t.as_deref()).await?)
     }
 
@@ -173,10 +179,7 @@ impl Ops {
     }
 
     pub async fn list_users(&self, c: &Caller, tenant: Option<&str>) -> OpsResult<Vec<User>> {
-        let t = c.tenant_filter(tenant)?;
-        if let Some(t) = &t {
-            self.tenant(c, t).await?;
-        }
+        let t = self.listing_tenant(c, tenant).await?;
         Ok(self.dir.list_users(t.as_deref()).await?)
     }
 
@@ -238,10 +241,7 @@ impl Ops {
     }
 
     pub async fn list_keys(&self, c: &Caller, tenant: Option<&str>) -> OpsResult<Vec<ApiKey>> {
-        let t = c.tenant_filter(tenant)?;
-        if let Some(t) = &t {
-            self.tenant(c, t).await?;
-        }
+        let t = self.listing_tenant(c, tenant).await?;
         Ok(self.dir.list_api_keys(t.as_deref()).await?)
     }
 

@@ -45,6 +45,7 @@ impl Caller {
     pub fn cli() -> Caller {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
+            // SAFETY: getuid has no preconditions and cannot fail.
             .unwrap_or_else(|_| format!("uid{}", unsafe { libc::getuid() }));
         Caller { actor: format!("cli:{user}"), scope: Scope::Operator }
     }

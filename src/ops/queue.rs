@@ -97,6 +97,29 @@ impl Ops {
 
     /// Retry, hold, release, delete or bounce one message: one audit record.
     pub async fn queue_act(&self, c: &Caller, id: &str, action: QueueAction) -> OpsResult<Notified> {
+        self.queue_change(c, id, action).await?;
+        Ok(match action {
+            QueueAction::Hold | QueueAction::Delete => Notified::NotNeeded,
+            _ => self.wake_runner().await,
+        })
+    }
+
+    /// Marks every visible message for an immediate retry; returns how many.
+    pub async fn queue_retry_all(&self, c: &Caller) -> OpsResult<(usize, Notified)> {
+        let entries = self.queue_list(c, &QueueFilter::default()).await?;
+        let mut n = 0;
+        for e in entries.iter().filter(|e| !e.held) {
+            match self.queue_change(c, &e.id, QueueAction::Retry).await {
+                Ok(()) => n += 1,
+                Err(OpsError::NotFound(_)) => {} // delivered meanwhile
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((n, if n > 0 { self.wake_runner().await } else { Notified::NotNeeded }))
+    }
+
+    /// One change of one message, if the caller may see it, and its audit record.
+    async fn queue_change(&self, c: &Caller, id: &str, action: QueueAction) -> OpsResult<()> {
         let before = self.queue_show(c, id).await?;
         let spool = self.spool()?;
         let now = self.now().timestamp();
@@ -114,31 +137,6 @@ impl Ops {
             _ => q::show(spool, self.backoff(), id).await.ok().map(|e| state(&e)),
         };
         self.dir_as(c).record_change(Some(&before.tenant), action.name(), id, Some(state(&before)), after).await?;
-        Ok(match action {
-            QueueAction::Hold | QueueAction::Delete => Notified::NotNeeded,
-            _ => self.wake_runner().await,
-        })
-    }
-
-    /// Marks every visible message for an immediate retry; returns how many.
-    pub async fn queue_retry_all(&self, c: &Caller) -> OpsResult<(usize, Notified)> {
-        let entries = self.queue_list(c, &QueueFilter::default()).await?;
-        let mut n = 0;
-        for e in entries.iter().filter(|e| !e.held) {
-            match self.queue_act_quiet(c, &e.id).await {
-                Ok(()) => n += 1,
-                Err(OpsError::NotFound(_)) => {} // delivered meanwhile
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((n, if n > 0 { self.wake_runner().await } else { Notified::NotNeeded }))
-    }
-
-    async fn queue_act_quiet(&self, c: &Caller, id: &str) -> OpsResult<()> {
-        let before = self.queue_show(c, id).await?;
-        q::retry(self.spool()?, id, self.now().timestamp()).map_err(queue_error)?;
-        let state = serde_json::json!({ "state": entry_state(&before), "held": before.held });
-        self.dir_as(c).record_change(Some(&before.tenant), "queue.retry", id, Some(state), None).await?;
         Ok(())
     }
 
