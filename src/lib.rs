@@ -5,7 +5,8 @@
 //! `ARCHITECTURE.md`: `listener` accepts connections and drives `session` (the SMTP
 //! state machine) over `tls`; `session` asks `policy` (pure decisions), `directory`
 //! (tenants, domains, users) and `queue` (the durable spool); the queue runner hands
-//! messages to `delivery`. `cli` and `demo` call the same operations an admin API will.
+//! messages to `delivery`. `cli` and `api` (the admin HTTP API) call the same
+//! operations (`ops`). `docs/modules.md` draws who imports whom: arrows only point down.
 
 pub mod api;
 pub mod cli;

@@ -25,7 +25,7 @@
 
 use super::Failure;
 use crate::config::delivery::{OAuth2, OAuth2Grant};
-use crate::session::Clock;
+use crate::clock::Clock;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 

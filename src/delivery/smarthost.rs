@@ -33,7 +33,7 @@ use super::tls_client::{client_config, load_ca_file, provider, system_roots, VER
 use super::wire::{Conn, Reply, WireError};
 use super::{Content, Failure, FailureKind, MessageInfo, Target, Transaction};
 use crate::config::delivery::{Secret, Smarthost, SmarthostAuth, SmarthostTls};
-use crate::session::Clock;
+use crate::clock::Clock;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

@@ -4,9 +4,8 @@
 //! acted (`cli:<os user>`, `key:<id>`), in which scope, on what, and the values before and
 //! after; a password or a key's secret is never in it.
 
-use super::{Directory, DirectoryError, Result};
+use super::{Directory, Result};
 use serde::Serialize;
-use sqlx::Row;
 
 /// Who makes the changes of a [`Directory`] handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,12 +55,12 @@ pub struct AuditFilter {
 }
 
 /// A change about to be recorded.
-pub(crate) struct Change<'a> {
-    tenant: Option<&'a str>,
-    action: &'a str,
-    object: &'a str,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
+pub struct Change<'a> {
+    pub(crate) tenant: Option<&'a str>,
+    pub(crate) action: &'a str,
+    pub(crate) object: &'a str,
+    pub(crate) before: Option<serde_json::Value>,
+    pub(crate) after: Option<serde_json::Value>,
 }
 
 impl<'a> Change<'a> {
@@ -84,23 +83,6 @@ pub(crate) fn json<T: Serialize>(v: &T) -> serde_json::Value {
 }
 
 impl Directory {
-    /// Writes the record of `change` in the change's transaction.
-    pub(crate) async fn audit(&self, tx: &mut sqlx::SqliteConnection, change: Change<'_>) -> Result<()> {
-        let text = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
-        sqlx::query("INSERT INTO audit (time, actor, scope, tenant, action, object, before, after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-            .bind(self.now_secs())
-            .bind(&self.actor.actor)
-            .bind(&self.actor.scope)
-            .bind(change.tenant)
-            .bind(change.action)
-            .bind(change.object)
-            .bind(text(&change.before))
-            .bind(text(&change.after))
-            .execute(tx)
-            .await?;
-        Ok(())
-    }
-
     /// Records a change made outside the directory (a queue operation), once it is done.
     pub async fn record_change(
         &self,
@@ -110,39 +92,11 @@ impl Directory {
         before: Option<serde_json::Value>,
         after: Option<serde_json::Value>,
     ) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        self.audit(&mut conn, Change { tenant, action, object, before, after }).await
+        self.store.record_change(&self.stamp(), &Change { tenant, action, object, before, after }).await
     }
 
     /// Audit records, newest first.
     pub async fn audit_list(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, time, actor, scope, tenant, action, object, before, after FROM audit
-             WHERE (?1 IS NULL OR tenant = ?1) AND time >= ?2 ORDER BY id DESC LIMIT ?3",
-        )
-        .bind(filter.tenant.as_deref())
-        .bind(filter.since)
-        .bind(filter.limit.max(1) as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        let value = |s: Option<String>| -> Result<Option<serde_json::Value>> {
-            s.map(|s| serde_json::from_str(&s).map_err(|e| DirectoryError::Invalid(format!("unreadable audit record: {e}"))))
-                .transpose()
-        };
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: r.get("id"),
-                    time: r.get("time"),
-                    actor: r.get("actor"),
-                    scope: r.get("scope"),
-                    tenant: r.get("tenant"),
-                    action: r.get("action"),
-                    object: r.get("object"),
-                    before: value(r.get("before"))?,
-                    after: value(r.get("after"))?,
-                })
-            })
-            .collect()
+        self.store.audit_list(filter).await
     }
 }

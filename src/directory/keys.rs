@@ -7,10 +7,9 @@
 //! compared in constant time. Every request reads the key's row, so a revocation, an
 //! expiry or a changed allow-list is in force on the next request.
 
-use super::audit::{json, Change};
+use super::store::NewKeyRow;
 use super::{constant_time_eq, Directory, DirectoryError, Result};
 use serde::Serialize;
-use sqlx::Row;
 
 /// The start of every key.
 pub const KEY_PREFIX: &str = "mgk_";
@@ -91,32 +90,9 @@ fn split_key(key: &str) -> Option<(&str, &str)> {
     (ok(id, ID_LEN) && ok(secret, SECRET_LEN)).then_some((id, secret))
 }
 
-const SELECT: &str = "SELECT id, secret_sha256, tenant, description, expires, allow_ips, created_at, created_by, revoked_at, last_used_at FROM api_keys";
-
-fn key_from_row(r: &sqlx::sqlite::SqliteRow) -> ApiKey {
-    let tenant: Option<String> = r.get("tenant");
-    let expires: Option<String> = r.get("expires");
-    let allow: String = r.get("allow_ips");
-    ApiKey {
-        id: r.get("id"),
-        scope: if tenant.is_some() { "tenant" } else { "operator" }.to_string(),
-        tenant,
-        description: r.get("description"),
-        expires: expires.and_then(|e| chrono::NaiveDate::parse_from_str(&e, "%Y-%m-%d").ok()),
-        allow_ips: super::split_list(&allow).map(String::from).collect(),
-        created_at: r.get("created_at"),
-        created_by: r.get("created_by"),
-        revoked_at: r.get("revoked_at"),
-        last_used_at: r.get("last_used_at"),
-    }
-}
-
 impl Directory {
     /// Makes a key; returns it and the whole key string, which is shown once.
     pub async fn add_api_key(&self, new: &NewKey) -> Result<(ApiKey, String)> {
-        if let Some(t) = &new.tenant {
-            self.tenant_id(t).await?;
-        }
         if new.description.chars().count() > 200 || new.description.chars().any(char::is_control) {
             return Err(DirectoryError::Invalid("the description has at most 200 characters, without control characters".into()));
         }
@@ -124,61 +100,31 @@ impl Directory {
         const MIXED: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let id = random(ID_LEN, LOWER);
         let secret = random(SECRET_LEN, MIXED);
-        let nets: Vec<String> = new.allow_ips.iter().map(|n| n.trunc().to_string()).collect();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, secret_sha256, tenant, description, expires, allow_ips, created_at, created_by)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(digest(&secret).to_vec())
-        .bind(new.tenant.as_deref())
-        .bind(&new.description)
-        .bind(new.expires.map(|d| d.to_string()))
-        .bind(nets.join(","))
-        .bind(self.now_secs())
-        .bind(&self.actor.actor)
-        .execute(&mut *tx)
-        .await?;
-        let key = key_from_row(&sqlx::query(&format!("{SELECT} WHERE id = ?")).bind(&id).fetch_one(&mut *tx).await?);
-        self.audit(&mut tx, Change::new(new.tenant.as_deref(), "apikey.add", &id).after(json(&key))).await?;
-        tx.commit().await?;
+        let row = NewKeyRow {
+            id: id.clone(),
+            secret_sha256: digest(&secret),
+            tenant: new.tenant.clone(),
+            description: new.description.clone(),
+            expires: new.expires,
+            allow_ips: new.allow_ips.iter().map(|n| n.trunc().to_string()).collect(),
+        };
+        let key = self.store.add_api_key(&self.stamp(), &row).await?;
         Ok((key, format!("{KEY_PREFIX}{id}_{secret}")))
     }
 
     /// Keys of one tenant (`Some`), or every key (`None`), newest first.
     pub async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query(&format!("{SELECT} WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at DESC, id"))
-            .bind(tenant)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(key_from_row).collect())
+        self.store.list_api_keys(tenant).await
     }
 
     /// One key by id.
     pub async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
-        Ok(sqlx::query(&format!("{SELECT} WHERE id = ?")).bind(id).fetch_optional(&self.pool).await?.as_ref().map(key_from_row))
+        Ok(self.store.api_key(id).await?.map(|(key, _)| key))
     }
 
     /// Revokes a key: refused from the next request on. Revoking twice is an error.
     pub async fn revoke_api_key(&self, id: &str) -> Result<ApiKey> {
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(self.now_secs())
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query(&format!("{SELECT} WHERE id = ?")).bind(id).fetch_optional(&mut *tx).await?;
-        let Some(key) = row.as_ref().map(key_from_row) else {
-            return Err(DirectoryError::NotFound(format!("no API key {id:?}; see `mailgate apikey list`")));
-        };
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::Exists(format!("the revocation of API key {id}")));
-        }
-        let before = json(&ApiKey { revoked_at: None, ..key.clone() });
-        self.audit(&mut tx, Change::new(key.tenant.as_deref(), "apikey.revoke", id).before(before).after(json(&key))).await?;
-        tx.commit().await?;
-        Ok(key)
+        self.store.revoke_api_key(&self.stamp(), id).await
     }
 
     /// Checks a presented key: its digest, revocation, expiry (`today`, UTC) and the
@@ -190,17 +136,14 @@ impl Directory {
         today: chrono::NaiveDate,
     ) -> Result<std::result::Result<ApiKey, KeyRefusal>> {
         let Some((id, secret)) = split_key(presented) else { return Ok(Err(KeyRefusal::Malformed)) };
-        let Some(row) = sqlx::query(&format!("{SELECT} WHERE id = ?")).bind(id).fetch_optional(&self.pool).await? else {
+        let Some((key, stored)) = self.store.api_key(id).await? else {
             // Spend the same digest work as for a known id.
             let _ = constant_time_eq(&digest(secret), &[0u8; 32]);
             return Ok(Err(KeyRefusal::Unknown));
         };
-        let stored: Vec<u8> = row.get("secret_sha256");
-        let stored: [u8; 32] = stored.try_into().unwrap_or([0u8; 32]);
         if !constant_time_eq(&digest(secret), &stored) {
             return Ok(Err(KeyRefusal::Unknown));
         }
-        let key = key_from_row(&row);
         if key.revoked_at.is_some() {
             return Ok(Err(KeyRefusal::Revoked));
         }
@@ -215,7 +158,7 @@ impl Directory {
         }
         let now = self.now_secs();
         if key.last_used_at.is_none_or(|t| now - t >= 60) {
-            sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?").bind(now - now % 60).bind(id).execute(&self.pool).await?;
+            self.store.mark_api_key_used(id, now - now % 60).await?;
         }
         Ok(Ok(key))
     }

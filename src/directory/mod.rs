@@ -1,8 +1,10 @@
 //! Tenants, accepted domains and users, and checking their credentials.
 //!
-//! The directory lives in SQLite (a file in the data directory, WAL mode so that the CLI
-//! can write while a server reads). Passwords are stored as argon2id PHC strings and never
-//! logged.
+//! This module owns the rules: names and addresses validated, passwords hashed with
+//! argon2id (never logged, never in the audit log), the sentences an operator reads, the
+//! caches, and who each change is recorded as. The rows live behind [`DirectoryStore`]
+//! (`store.rs`): SQLite in the data directory today (`sqlite.rs`), and each write made
+//! there carries its audit record in its own transaction.
 //!
 //! Two caches keep the database off the per-message path:
 //! - [`CredentialCache`] remembers that a password was verified against a given stored
@@ -15,27 +17,28 @@
 //!   are in force on the next command of any session. Only a change made behind
 //!   Mailgate's back (an SQL shell) waits for the TTL.
 //!
-//! The operations here (`add_tenant`, `add_user`, `set_user`, ...) are what the CLI calls,
-//! and what the admin API will call.
+//! The operations here (`add_tenant`, `add_user`, `set_user`, ...) are what the
+//! operations layer (`crate::ops`) calls for the CLI and the admin API.
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use std::collections::HashMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod audit;
 mod keys;
+pub mod sqlite;
+pub mod store;
 
 pub use audit::{AuditActor, AuditFilter, AuditRecord};
-use audit::{json, Change};
 pub use keys::{ApiKey, KeyRefusal, NewKey, KEY_PREFIX};
+pub use sqlite::{SqliteDirectory, MIGRATOR};
+pub use store::{DirectoryStore, Stamp};
+use store::{NewUser, UserRecord};
 
 /// A directory error; `Invalid` and `NotFound` carry a sentence for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -57,21 +60,8 @@ pub enum DirectoryError {
     Migrate(String),
 }
 
-/// The directory's schema history (`migrations/directory/`), applied at open.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/directory");
-
 type Result<T> = std::result::Result<T, DirectoryError>;
 
-
-/// Columns added to `tenants` before migrations were numbered: a database made then may
-/// lack some, and gets them at open before the numbered migrations run.
-const TENANT_COLUMNS: [(&str, &str); 5] = [
-    ("allow_legacy_tls", "INTEGER NOT NULL DEFAULT 0"),
-    ("legacy_until", "TEXT"),
-    ("legacy_users", "TEXT NOT NULL DEFAULT ''"),
-    ("legacy_networks", "TEXT NOT NULL DEFAULT ''"),
-    ("forbid_legacy_tls", "INTEGER NOT NULL DEFAULT 0"),
-];
 
 /// A tenant's legacy-TLS opt-in, as the policy reads it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -281,13 +271,6 @@ pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A user row as AUTH and RCPT need it.
-#[derive(Clone)]
-struct UserRecord {
-    user: User,
-    password_hash: String,
-}
-
 /// One map of [`LookupCache`]: values (found or not) with the time they were read.
 struct TtlMap<T> {
     entries: Mutex<HashMap<String, (Instant, T)>>,
@@ -361,10 +344,10 @@ impl LookupCache {
 /// A stored hash used to spend the same time on unknown users as on known ones.
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// The directory: a SQLite pool and its caches.
+/// The directory: its store and its caches.
 #[derive(Clone)]
 pub struct Directory {
-    pool: SqlitePool,
+    store: Arc<dyn DirectoryStore>,
     cache: Arc<CredentialCache>,
     lookups: Arc<LookupCache>,
     /// Set by every write: the CLI then tells a running server (`made_changes`).
@@ -372,44 +355,30 @@ pub struct Directory {
     /// At most one argon2 verification per core at a time (each takes ~19 MiB): a burst
     /// of logins queues here instead of exhausting memory and the blocking pool.
     argon2_slots: Arc<tokio::sync::Semaphore>,
-    /// The time written into `created_at` / `updated_at`.
+    /// The time written into `created_at` / `updated_at` and the audit records.
     clock: crate::clock::Clock,
     /// Who the audit records of this handle's changes name (see [`Directory::acting_as`]).
     actor: Arc<AuditActor>,
 }
 
 impl Directory {
-    /// Opens (creating if needed) the directory database at `path`.
+    /// Opens (creating if needed) the SQLite directory database at `path`.
     pub async fn open(path: &Path) -> Result<Directory> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                DirectoryError::Invalid(format!("cannot create {}: {e}", parent.display()))
-            })?;
-        }
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            // A local file: a ping before each query (the default) tells nothing the query
-            // would not, and costs a round trip to the connection's thread.
-            .test_before_acquire(false)
-            .connect_with(opts).await?;
-        upgrade_unnumbered(&pool).await?;
-        MIGRATOR.run(&pool).await.map_err(|e| DirectoryError::Migrate(e.to_string()))?;
+        Ok(Directory::with_store(Arc::new(SqliteDirectory::open(path).await?)))
+    }
+
+    /// A directory over any store (SQLite today; PostgreSQL is the next engine).
+    pub fn with_store(store: Arc<dyn DirectoryStore>) -> Directory {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        Ok(Directory {
-            pool,
+        Directory {
+            store,
             cache: Arc::new(CredentialCache::new()),
             lookups: Arc::new(LookupCache::new(Duration::ZERO)),
             changed: Arc::new(AtomicBool::new(false)),
             argon2_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
             clock: crate::clock::system_clock(),
             actor: Arc::new(AuditActor::system()),
-        })
+        }
     }
 
     /// The same directory, with its changes audited as made by `actor`. Every write of
@@ -427,6 +396,11 @@ impl Directory {
 
     fn now_secs(&self) -> i64 {
         (self.clock)().timestamp()
+    }
+
+    /// The time and actor of a write about to be made.
+    fn stamp(&self) -> Stamp {
+        Stamp { now: self.now_secs(), actor: (*self.actor).clone() }
     }
 
     /// Keeps hot-path lookups for `ttl` (zero: read the database every time, the default
@@ -470,144 +444,57 @@ impl Directory {
         if name.len() > 64 {
             return Err(DirectoryError::Invalid(format!("tenant names have at most 64 characters ({} given)", name.len())));
         }
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(name)
-            .bind(self.now_secs())
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::Exists(format!("tenant {name}")));
-        }
-        let after = serde_json::json!({ "name": name });
-        self.audit(&mut tx, Change::new(Some(name), "tenant.add", name).after(after)).await?;
-        tx.commit().await?;
+        self.store.add_tenant(&self.stamp(), name).await?;
         self.note_change();
         Ok(())
     }
 
-    async fn tenant_id(&self, name: &str) -> Result<i64> {
-        sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| DirectoryError::NotFound(format!("no tenant named {name:?}; see `mailgate tenant list`")))
-    }
-
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
         let mut out = Vec::new();
-        for n in names {
-            out.push(self.tenant(&n).await?);
+        for n in self.store.tenant_names().await? {
+            out.push(self.store.tenant(&n).await?);
         }
         Ok(out)
     }
 
     pub async fn tenant(&self, name: &str) -> Result<Tenant> {
-        let id = self.tenant_id(name).await?;
-        let domains = sqlx::query_scalar("SELECT name FROM domains WHERE tenant_id = ? ORDER BY name")
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?;
-        let users = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE tenant_id = ?")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
-        let legacy = self.legacy_settings(name).await?;
-        Ok(Tenant { name: name.to_string(), domains, users, legacy })
+        self.store.tenant(name).await
     }
 
     /// A tenant's legacy-TLS settings (cached on a server; a CLI change applies at once).
     pub async fn legacy_settings(&self, tenant: &str) -> Result<LegacySettings> {
-        let read = async {
-            let mut conn = self.pool.acquire().await?;
-            read_legacy_settings(&mut conn, tenant).await
-        };
-        self.cached(&self.lookups.legacy, tenant, read).await
+        self.cached(&self.lookups.legacy, tenant, self.store.legacy_settings(tenant)).await
     }
 
     /// Whether a tenant of this name exists (no error when it does not).
     pub async fn tenant_exists(&self, name: &str) -> Result<bool> {
-        Ok(sqlx::query_scalar::<_, i64>("SELECT id FROM tenants WHERE name = ?").bind(name).fetch_optional(&self.pool).await?.is_some())
+        self.store.tenant_exists(name).await
     }
 
     /// Changes a tenant's legacy-TLS settings, all fields or none. Opting in a vetoed
     /// tenant is refused.
     pub async fn set_legacy(&self, tenant: &str, changes: &LegacyChanges) -> Result<LegacySettings> {
-        let mut tx = self.pool.begin().await?;
-        // Write first: the transaction holds the write lock from here, so the settings
-        // read below are still the current ones when they are written back.
-        let locked = sqlx::query("UPDATE tenants SET name = name WHERE name = ?").bind(tenant).execute(&mut *tx).await?;
-        if locked.rows_affected() == 0 {
-            return Err(DirectoryError::NotFound(format!("no tenant named {tenant:?}; see `mailgate tenant list`")));
-        }
-        let before = read_legacy_settings(&mut *tx, tenant).await?;
-        let s = changes.apply(tenant, before.clone())?;
-        sqlx::query(
-            "UPDATE tenants SET allow_legacy_tls = ?, legacy_until = ?, legacy_users = ?, legacy_networks = ?, forbid_legacy_tls = ?
-             WHERE name = ?",
-        )
-        .bind(s.allowed)
-        .bind(s.until.map(|d| d.to_string()))
-        .bind(s.users.join(","))
-        .bind(s.networks.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","))
-        .bind(s.forbidden)
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-        let change = Change::new(Some(tenant), "tenant.legacy", tenant).before(json(&before)).after(json(&s));
-        self.audit(&mut tx, change).await?;
-        tx.commit().await?;
+        let s = self.store.set_legacy(&self.stamp(), tenant, changes).await?;
         self.note_change();
         Ok(s)
     }
 
     pub async fn add_domain(&self, domain: &str, tenant: &str) -> Result<()> {
         let domain = normalize_domain(domain)?;
-        let id = self.tenant_id(tenant).await?;
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("INSERT INTO domains (name, tenant_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(&domain)
-            .bind(id)
-            .bind(self.now_secs())
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::Exists(format!("accepted domain {domain}")));
-        }
-        let after = serde_json::json!({ "name": domain, "tenant": tenant });
-        self.audit(&mut tx, Change::new(Some(tenant), "domain.add", &domain).after(after)).await?;
-        tx.commit().await?;
+        self.store.add_domain(&self.stamp(), &domain, tenant).await?;
         self.note_change();
         Ok(())
     }
 
     /// Accepted domains, of one tenant or all, by name.
     pub async fn list_domains(&self, tenant: Option<&str>) -> Result<Vec<Domain>> {
-        let rows = sqlx::query(
-            "SELECT d.name, t.name AS tenant FROM domains d JOIN tenants t ON t.id = d.tenant_id
-             WHERE ?1 IS NULL OR t.name = ?1 ORDER BY d.name",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| Domain { name: r.get("name"), tenant: r.get("tenant") }).collect())
+        self.store.list_domains(tenant).await
     }
 
     /// The tenant that owns an accepted domain, if any.
     pub async fn domain_tenant(&self, domain: &str) -> Result<Option<String>> {
         let d = domain.trim_end_matches('.').to_lowercase();
-        let read = async {
-            let tenant: Option<String> =
-                sqlx::query_scalar("SELECT t.name FROM domains d JOIN tenants t ON t.id = d.tenant_id WHERE d.name = ?")
-                    .bind(&d)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            Ok(tenant)
-        };
-        self.cached(&self.lookups.domains, &d, read).await
+        self.cached(&self.lookups.domains, &d, self.store.domain_tenant(&d)).await
     }
 
     // ---- users ------------------------------------------------------------------------------
@@ -622,41 +509,14 @@ impl Directory {
                 "{domain} is not an accepted domain; add it first with `mailgate domain add {domain} --tenant NAME`"
             ))
         })?;
-        let tenant_id = self.tenant_id(&tenant).await?;
-        let hash = hash_blocking(password.to_string()).await?;
-        let now = self.now_secs();
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query(
-            "INSERT INTO users (tenant_id, address, password_hash, enabled, smtp_auth, created_at, updated_at)
-             VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(&address)
-        .bind(hash)
-        .bind(smtp_auth)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::Exists(format!("user {address}")));
-        }
-        let user = User { address, tenant, enabled: true, smtp_auth };
-        self.audit(&mut tx, Change::new(Some(&user.tenant), "user.add", &user.address).after(json(&user))).await?;
-        tx.commit().await?;
+        let password_hash = hash_blocking(password.to_string()).await?;
+        let user = self.store.add_user(&self.stamp(), &NewUser { address, tenant, password_hash, smtp_auth }).await?;
         self.note_change();
         Ok(user)
     }
 
     pub async fn list_users(&self, tenant: Option<&str>) -> Result<Vec<User>> {
-        let rows = match tenant {
-            Some(t) => {
-                let id = self.tenant_id(t).await?;
-                sqlx::query(USER_SELECT_BY_TENANT).bind(id).fetch_all(&self.pool).await?
-            }
-            None => sqlx::query(USER_SELECT_ALL).fetch_all(&self.pool).await?,
-        };
-        Ok(rows.iter().map(user_from_row).collect())
+        self.store.list_users(tenant).await
     }
 
     /// A user by address (case-insensitive).
@@ -666,11 +526,7 @@ impl Directory {
 
     /// A user with the stored hash, by lower-case address: from the lookup cache or read.
     async fn user_record(&self, address: &str) -> Result<Option<UserRecord>> {
-        let read = async {
-            let row = sqlx::query(USER_SELECT_ONE).bind(address).fetch_optional(&self.pool).await?;
-            Ok(row.as_ref().map(|row| UserRecord { user: user_from_row(row), password_hash: row.get("password_hash") }))
-        };
-        self.cached(&self.lookups.users, address, read).await
+        self.cached(&self.lookups.users, address, self.store.user_record(address)).await
     }
 
     /// A hot-path read through the lookup cache: served from `map` within the TTL, else
@@ -688,32 +544,10 @@ impl Directory {
 
     pub async fn set_user(&self, address: &str, changes: &UserChanges) -> Result<User> {
         let address = normalize_address(address)?;
-        let no_user = || DirectoryError::NotFound(format!("no user {address}"));
-        let mut tx = self.pool.begin().await?;
-        // Write first (see set_legacy): `before` is the row this change replaces.
-        let locked = sqlx::query("UPDATE users SET updated_at = updated_at WHERE address = ?").bind(&address).execute(&mut *tx).await?;
-        if locked.rows_affected() == 0 {
-            return Err(no_user());
-        }
-        let read = |row: Option<sqlx::sqlite::SqliteRow>| row.as_ref().map(user_from_row).ok_or_else(no_user);
-        let before = read(sqlx::query(USER_SELECT_ONE).bind(&address).fetch_optional(&mut *tx).await?)?;
-        sqlx::query(
-            "UPDATE users SET enabled = COALESCE(?, enabled), smtp_auth = COALESCE(?, smtp_auth), updated_at = ?
-             WHERE address = ?",
-        )
-        .bind(changes.enabled)
-        .bind(changes.smtp_auth)
-        .bind(self.now_secs())
-        .bind(&address)
-        .execute(&mut *tx)
-        .await?;
-        let after = read(sqlx::query(USER_SELECT_ONE).bind(&address).fetch_optional(&mut *tx).await?)?;
-        let change = Change::new(Some(&after.tenant), "user.set", &address).before(json(&before)).after(json(&after));
-        self.audit(&mut tx, change).await?;
-        tx.commit().await?;
+        let user = self.store.set_user(&self.stamp(), &address, changes).await?;
         self.cache.invalidate(&address);
         self.note_change();
-        Ok(after)
+        Ok(user)
     }
 
     /// Sets a new password; the audit record says that it changed, never what to.
@@ -721,22 +555,7 @@ impl Directory {
         let address = normalize_address(address)?;
         check_password(password)?;
         let hash = hash_blocking(password.to_string()).await?;
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE address = ?")
-            .bind(hash)
-            .bind(self.now_secs())
-            .bind(&address)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Err(DirectoryError::NotFound(format!("no user {address}")));
-        }
-        let tenant: String = sqlx::query_scalar("SELECT t.name FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?")
-            .bind(&address)
-            .fetch_one(&mut *tx)
-            .await?;
-        self.audit(&mut tx, Change::new(Some(&tenant), "user.passwd", &address)).await?;
-        tx.commit().await?;
+        self.store.set_password_hash(&self.stamp(), &address, &hash).await?;
         self.cache.invalidate(&address);
         self.note_change();
         Ok(())
@@ -784,70 +603,22 @@ impl Directory {
     }
 }
 
+/// The sentence for a tenant that does not exist (every engine and operation says it alike).
+pub(crate) fn no_tenant(name: &str) -> DirectoryError {
+    DirectoryError::NotFound(format!("no tenant named {name:?}; see `mailgate tenant list`"))
+}
 
-/// Reads a tenant's legacy settings on `conn` (the pool's, or a change's transaction).
-async fn read_legacy_settings(conn: &mut sqlx::SqliteConnection, tenant: &str) -> Result<LegacySettings> {
-    let row = sqlx::query(
-        "SELECT allow_legacy_tls, legacy_until, legacy_users, legacy_networks, forbid_legacy_tls FROM tenants WHERE name = ?",
-    )
-    .bind(tenant)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| DirectoryError::NotFound(format!("no tenant named {tenant:?}; see `mailgate tenant list`")))?;
-    let until: Option<String> = row.get("legacy_until");
-    let users: String = row.get("legacy_users");
-    let networks: String = row.get("legacy_networks");
-    // Values are validated when set; one that no longer parses fails closed (an error,
-    // so a session gets a temporary failure) rather than widening the opt-in.
-    let unreadable = |what: &str| DirectoryError::Invalid(format!("tenant {tenant}: stored {what} is unreadable; set it again"));
-    let until = match until {
-        Some(u) => Some(chrono::NaiveDate::parse_from_str(&u, "%Y-%m-%d").map_err(|_| unreadable("legacy_until"))?),
-        None => None,
-    };
-    let networks = split_list(&networks)
-        .map(|n| n.parse().map_err(|_| unreadable("legacy_networks")))
-        .collect::<Result<Vec<ipnet::IpNet>>>()?;
-    Ok(LegacySettings {
-        allowed: row.get("allow_legacy_tls"),
-        until,
-        users: split_list(&users).map(String::from).collect(),
-        networks,
-        forbidden: row.get("forbid_legacy_tls"),
-    })
+pub(crate) fn no_user(address: &str) -> DirectoryError {
+    DirectoryError::NotFound(format!("no user {address}"))
+}
+
+pub(crate) fn no_key(id: &str) -> DirectoryError {
+    DirectoryError::NotFound(format!("no API key {id:?}; see `mailgate apikey list`"))
 }
 
 pub(crate) fn split_list(s: &str) -> impl Iterator<Item = &str> {
     s.split(',').map(str::trim).filter(|x| !x.is_empty())
 }
-
-/// Brings a database made before migrations were numbered to migration 1: adds the
-/// tenant columns it lacks (a new database has no `tenants` table yet: nothing to do).
-async fn upgrade_unnumbered(pool: &SqlitePool) -> Result<()> {
-    let existing: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('tenants')").fetch_all(pool).await?;
-    if existing.is_empty() {
-        return Ok(());
-    }
-    for (column, decl) in TENANT_COLUMNS {
-        if !existing.iter().any(|c| c == column) {
-            sqlx::query(&format!("ALTER TABLE tenants ADD COLUMN {column} {decl}")).execute(pool).await?;
-        }
-    }
-    Ok(())
-}
-
-const USER_SELECT_ALL: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id ORDER BY t.name, u.address";
-const USER_SELECT_BY_TENANT: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.tenant_id = ? ORDER BY u.address";
-const USER_SELECT_ONE: &str = "SELECT u.address, u.enabled, u.smtp_auth, u.password_hash, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?";
-
-fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> User {
-    User {
-        address: row.get("address"),
-        tenant: row.get("tenant"),
-        enabled: row.get("enabled"),
-        smtp_auth: row.get("smtp_auth"),
-    }
-}
-
 /// Checks a new password's length and characters.
 pub fn check_password(password: &str) -> Result<()> {
     if password.chars().count() < 8 {
@@ -1007,20 +778,6 @@ mod tests {
         assert!(matches!(err, Err(DirectoryError::Vetoed(m)) if m.contains("forbade")));
         assert!(matches!(d.legacy_settings("nope").await, Err(DirectoryError::NotFound(_))));
     }
-
-    #[tokio::test]
-    async fn changes_are_stamped_with_the_injected_clock() {
-        let t = tempfile::tempdir().unwrap();
-        let at = chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap();
-        let d = Directory::open(&t.path().join("d.sqlite")).await.unwrap().with_clock(Arc::new(move || at));
-        d.add_tenant("contoso").await.unwrap();
-        d.add_domain("contoso.test", "contoso").await.unwrap();
-        let stamps: Vec<i64> = sqlx::query_scalar("SELECT created_at FROM tenants UNION ALL SELECT created_at FROM domains")
-            .fetch_all(&d.pool)
-            .await
-            .unwrap();
-        assert_eq!(stamps, vec![1_900_000_000, 1_900_000_000]);
-    }
 }
 
 #[cfg(test)]
@@ -1064,27 +821,5 @@ mod audit_tests {
         assert_eq!(all[2].after.as_ref().unwrap()["smtp_auth"], false);
         let mine = d.audit_list(&AuditFilter { tenant: Some("other".into()), limit: 100, ..Default::default() }).await.unwrap();
         assert!(mine.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_database_made_before_numbered_migrations_is_upgraded() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("d.sqlite");
-        {
-            let pool = SqlitePool::connect(&format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
-            sqlx::raw_sql(
-                "CREATE TABLE tenants (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);
-                 INSERT INTO tenants (name, created_at) VALUES ('old', 1);",
-            )
-            .execute(&pool)
-            .await
-            .unwrap();
-            pool.close().await;
-        }
-        let d = Directory::open(&path).await.unwrap();
-        assert_eq!(d.legacy_settings("old").await.unwrap(), LegacySettings::default());
-        d.add_api_key(&NewKey { tenant: Some("old".into()), ..Default::default() }).await.unwrap();
-        let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&d.pool).await.unwrap();
-        assert_eq!(versions, vec![1, 2]);
     }
 }

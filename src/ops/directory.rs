@@ -237,7 +237,7 @@ impl Ops {
             .map(|(i, n)| parse_network(n, format!("allow_ips[{i}]")))
             .collect::<OpsResult<Vec<_>>>()?;
         let new = NewKey { tenant, description: r.description.clone(), expires: r.expires, allow_ips };
-        Ok(self.dir_as(c).add_api_key(&new).await.map_err(|e| OpsError::from_directory(e, "description"))?)
+        self.dir_as(c).add_api_key(&new).await.map_err(|e| OpsError::from_directory(e, "description"))
     }
 
     pub async fn list_keys(&self, c: &Caller, tenant: Option<&str>) -> OpsResult<Vec<ApiKey>> {
