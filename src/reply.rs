@@ -32,6 +32,13 @@ fn reply(code: u16, e: (u8, u16, u16), text: impl Into<Cow<'static, str>>) -> Re
     Reply { code, enhanced: Some(Enhanced(e.0, e.1, e.2)), lines: vec![text.into()] }
 }
 
+fn in_minutes(m: i64) -> String {
+    match m.max(1) {
+        1 => "1 minute".to_string(),
+        m => format!("{m} minutes"),
+    }
+}
+
 impl Reply {
     /// True for 4xx and 5xx replies.
     pub fn is_error(&self) -> bool {
@@ -199,6 +206,15 @@ impl Reply {
     }
     pub fn auth_ok() -> Reply {
         reply(235, (2, 7, 0), "Authentication successful")
+    }
+    /// A ban made by the failed-AUTH limits (or an operator) on the client's address;
+    /// `minutes` until it ends. 421 closes the session (RFC 5321 §3.8).
+    pub fn banned_address(minutes: i64) -> Reply {
+        reply(421, (4, 7, 0), format!("Too many failed authentications from your address; try again later (in {})", in_minutes(minutes)))
+    }
+    /// The same for a login banned across addresses.
+    pub fn banned_login(minutes: i64) -> Reply {
+        reply(421, (4, 7, 0), format!("Too many failed authentications for this login; try again later (in {})", in_minutes(minutes)))
     }
     /// RFC 4954 §6: 535 5.7.8; never says whether the user exists.
     pub fn auth_failed() -> Reply {

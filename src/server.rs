@@ -72,6 +72,7 @@ pub async fn start_with_clock(config: Arc<Config>, clock: crate::clock::Clock) -
         directory: directory.clone(),
         spool: spool.clone(),
         clock,
+        guard: Arc::new(crate::guard::Guard::new(config.auth_limits.clone(), &metrics)),
         metrics: metrics.clone(),
     });
     let (stop_usage, stop_usage_rx) = watch::channel(false);

@@ -6,8 +6,8 @@ use super::error::{ApiError, Json, PathParam, Query};
 use super::openapi::{schema_of, Doc};
 use super::{AppState, Auth};
 use axum::extract::State;
-use crate::directory::{ApiKey, AuditRecord, Domain, LegacySettings, Tenant, User, UserChanges};
-use crate::ops::{KeyRequest, LegacyUpdate, NewUser, Notified, QueueAction, QueueFilter, ReportQuery, WhatIfQuery};
+use crate::directory::{ApiKey, AuditRecord, Ban, BanKind, Domain, LegacySettings, Tenant, User, UserChanges};
+use crate::ops::{BanRequest, BanSelector, KeyRequest, LegacyUpdate, NewUser, Notified, QueueAction, QueueFilter, ReportQuery, WhatIfQuery};
 use crate::queue::ops::EntryView;
 use crate::usage::report::{LegacyRow, TlsRow, WhatIfRow};
 use axum::http::{Method, StatusCode};
@@ -181,6 +181,18 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
+/// A ban to make (operator keys only).
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewBanBody {
+    /// `address` (an address or a CIDR network) or `login`.
+    pub kind: BanKind,
+    pub target: String,
+    /// `90s`, `30m`, `2h`, `7d`; default `[auth_limits] ban_time`.
+    pub duration: Option<String>,
+    pub reason: Option<String>,
+}
+
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
@@ -311,6 +323,21 @@ async fn revoke_key(State(s): State<AppState>, Auth(c): Auth, PathParam(id): Pat
     ok(s.ops.revoke_key(&c, &id).await?)
 }
 
+async fn list_bans(State(s): State<AppState>, Auth(c): Auth) -> R<Vec<Ban>> {
+    ok(s.ops.list_bans(&c).await?)
+}
+
+async fn add_ban(State(s): State<AppState>, Auth(c): Auth, Json(b): Json<NewBanBody>) -> Created<Ban> {
+    let r = BanRequest { kind: b.kind, target: b.target, duration: b.duration, reason: b.reason.unwrap_or_default() };
+    created(s.ops.add_ban(&c, &r).await?)
+}
+
+async fn remove_ban(State(s): State<AppState>, Auth(c): Auth, PathParam(id): PathParam) -> R<Ban> {
+    // An id that is not a number names no ban: "not found", like an unknown one.
+    let id = id.parse::<i64>().unwrap_or(-1);
+    ok(s.ops.remove_ban(&c, &BanSelector::Id(id)).await?)
+}
+
 async fn audit(State(s): State<AppState>, Auth(c): Auth, Query(q): Query<AuditParams>) -> R<Vec<AuditRecord>> {
     ok(s.ops.audit(&c, q.tenant.as_deref(), q.since.as_deref(), q.limit).await?)
 }
@@ -370,6 +397,9 @@ pub fn table() -> Vec<(Doc, MethodRouter<super::AppState>)> {
         (Doc::new(M::GET, "/api/v1/apikeys", "API keys (never their secrets)").query(schema_of::<TenantQuery>).ok(200, schema_of::<Vec<ApiKey>>), get(list_keys)),
         (Doc::new(M::POST, "/api/v1/apikeys", "Make an API key; the secret is returned once").body(schema_of::<NewKeyBody>).ok(201, schema_of::<CreatedKey>), post(add_key)),
         (Doc::new(M::DELETE, "/api/v1/apikeys/{id}", "Revoke an API key").ok(200, schema_of::<ApiKey>), delete(revoke_key)),
+        (Doc::new(M::GET, "/api/v1/bans", "Bans in force (failed-AUTH limits and the operator's)").operator().ok(200, schema_of::<Vec<Ban>>), get(list_bans)),
+        (Doc::new(M::POST, "/api/v1/bans", "Ban an address, a network or a login at AUTH").operator().body(schema_of::<NewBanBody>).ok(201, schema_of::<Ban>), post(add_ban)),
+        (Doc::new(M::DELETE, "/api/v1/bans/{id}", "Lift a ban").operator().ok(200, schema_of::<Ban>), delete(remove_ban)),
         (Doc::new(M::GET, "/api/v1/audit", "Audit records, newest first").query(schema_of::<AuditParams>).ok(200, schema_of::<Vec<AuditRecord>>), get(audit)),
     ]
 }

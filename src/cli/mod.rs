@@ -5,6 +5,7 @@
 //! OS user), and prints the result as a table, CSV or JSON. Errors go to stderr as one
 //! sentence and exit with status 1.
 
+mod ban;
 mod queue;
 
 use crate::config::Config;
@@ -59,6 +60,9 @@ enum Command {
     /// The audit log: every change made by the CLI or the API.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Bans at AUTH (made by [auth_limits] or by hand).
+    #[command(subcommand)]
+    Ban(ban::BanCmd),
 }
 
 #[derive(Subcommand)]
@@ -312,6 +316,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Domain(cmd) => with_ops(&cli.config, |ops, c| Box::pin(domain(ops, c, cmd))).await,
         Command::User(cmd) => with_ops(&cli.config, |ops, c| Box::pin(user(ops, c, cmd))).await,
         Command::Apikey(cmd) => with_ops(&cli.config, |ops, c| Box::pin(apikey(ops, c, cmd))).await,
+        Command::Ban(cmd) => with_ops(&cli.config, |ops, c| Box::pin(ban::run(ops, c, cmd))).await,
         Command::Audit(cmd) => match cmd {
             AuditCmd::List { tenant, since, format } => with_ops(&cli.config, |ops, c| Box::pin(audit(ops, c, tenant, since, format))).await,
         },

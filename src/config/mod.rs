@@ -39,6 +39,8 @@ struct RawConfig {
     #[serde(default)]
     limits: Limits,
     #[serde(default)]
+    auth_limits: AuthLimits,
+    #[serde(default)]
     smtp: SmtpConfig,
     #[serde(default)]
     queue: QueueConfig,
@@ -300,6 +302,64 @@ impl Default for Limits {
     }
 }
 
+/// Failed-AUTH limits and bans (`[auth_limits]`), in the spirit of mox's per-address
+/// limits and Stalwart's auto-ban. Failures are counted per client address (/32, or /64
+/// for IPv6), per subnet (/24, or /48) and per login across addresses; past a limit the
+/// address, subnet or login is banned for `ban_time`. A limit of 0 is no limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthLimits {
+    /// Off: failures are not counted and no ban is made (bans already made still hold).
+    pub enabled: bool,
+    /// Failures from one address within a minute, and within a day.
+    pub address_per_minute: u32,
+    pub address_per_day: u32,
+    /// Failures from one /24 (IPv4) or /48 (IPv6) within a minute, and within a day.
+    pub subnet_per_minute: u32,
+    pub subnet_per_day: u32,
+    /// Failures of one login name from any address within a minute, and within a day.
+    pub login_per_minute: u32,
+    pub login_per_day: u32,
+    /// Seconds a ban lasts.
+    pub ban_time: u64,
+    /// Seconds the client waits before the 421 that tells it it is banned.
+    pub tarpit: u64,
+    /// Networks never counted nor banned (the office printers' subnet); a login ban does
+    /// not refuse them either. CIDR networks or single addresses.
+    #[serde(deserialize_with = "networks")]
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+/// Networks as operators write them: `10.1.0.0/16`, or one address (`192.0.2.7`).
+fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let raw: Vec<String> = Deserialize::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| ipnet::IpNet::from(ip.to_canonical())))
+                .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a network like 10.1.0.0/16 or an address")))
+        })
+        .collect()
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address_per_minute: 10,
+            address_per_day: 50,
+            subnet_per_minute: 30,
+            subnet_per_day: 200,
+            login_per_minute: 10,
+            login_per_day: 50,
+            ban_time: 3600,
+            tarpit: 3,
+            exempt: Vec::new(),
+        }
+    }
+}
+
 /// What to do with a bare CR or LF in message content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -429,6 +489,7 @@ pub struct Config {
     pub schedule_seed: Option<u64>,
     pub endpoints: Vec<Endpoint>,
     pub limits: Limits,
+    pub auth_limits: AuthLimits,
     pub smtp: SmtpConfig,
     pub queue: QueueConfig,
     pub log: LogConfig,
@@ -531,6 +592,7 @@ impl Validator<'_> {
             endpoints.push(self.endpoint(i, e, &endpoints)?);
         }
         self.limits(&raw.limits)?;
+        self.auth_limits(&raw.auth_limits)?;
         if raw.queue.retry_interval == 0 || raw.queue.retry_interval > 86_400 {
             return Err(self.err("queue.retry_interval", "must be between 1 and 86400 seconds"));
         }
@@ -560,6 +622,7 @@ impl Validator<'_> {
             schedule_seed: raw.tls.schedule_seed,
             endpoints,
             limits: raw.limits,
+            auth_limits: AuthLimits { exempt: raw.auth_limits.exempt.iter().map(|n| n.trunc()).collect(), ..raw.auth_limits },
             smtp,
             queue: raw.queue,
             log: raw.log,
@@ -583,6 +646,16 @@ impl Validator<'_> {
             return Err(self.err("admin.max_connections", "must be between 1 and 10000"));
         }
         Ok(Some(a))
+    }
+
+    fn auth_limits(&self, a: &AuthLimits) -> Result<(), ConfigError> {
+        if !(1..=30 * 86_400).contains(&a.ban_time) {
+            return Err(self.err("auth_limits.ban_time", "must be between 1 second and 30 days"));
+        }
+        if a.tarpit > 60 {
+            return Err(self.err("auth_limits.tarpit", "must be at most 60 seconds"));
+        }
+        Ok(())
     }
 
     fn queue(&self, q: &QueueConfig) -> Result<(), ConfigError> {

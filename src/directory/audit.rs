@@ -35,7 +35,7 @@ pub struct AuditRecord {
     pub tenant: Option<String>,
     /// `tenant.add`, `tenant.legacy`, `domain.add`, `user.add`, `user.set`, `user.passwd`,
     /// `apikey.add`, `apikey.revoke`, `queue.retry`, `queue.hold`, `queue.release`,
-    /// `queue.delete`, `queue.bounce`.
+    /// `queue.delete`, `queue.bounce`, `ban.add`, `ban.remove`.
     pub action: String,
     /// The object's name: a tenant, domain, address, key id or queue id.
     pub object: String,

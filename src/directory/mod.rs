@@ -30,11 +30,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod audit;
+mod bans;
 mod keys;
 pub mod sqlite;
 pub mod store;
 
 pub use audit::{AuditActor, AuditFilter, AuditRecord};
+pub use bans::{normalize_target, Ban, BanKind};
 pub use keys::{ApiKey, KeyRefusal, NewKey, KEY_PREFIX};
 pub use sqlite::{SqliteDirectory, MIGRATOR};
 pub use store::{DirectoryStore, Stamp};
@@ -303,11 +305,13 @@ pub struct LookupCache {
     users: TtlMap<Option<UserRecord>>,
     domains: TtlMap<Option<String>>,
     legacy: TtlMap<LegacySettings>,
+    /// The bans in force, under the one key `""`.
+    bans: TtlMap<Vec<Ban>>,
 }
 
 impl LookupCache {
     fn new(ttl: Duration) -> Self {
-        Self { ttl, generation: AtomicU64::new(0), users: TtlMap::new(), domains: TtlMap::new(), legacy: TtlMap::new() }
+        Self { ttl, generation: AtomicU64::new(0), users: TtlMap::new(), domains: TtlMap::new(), legacy: TtlMap::new(), bans: TtlMap::new() }
     }
 
     fn enabled(&self) -> bool {
@@ -338,6 +342,7 @@ impl LookupCache {
         self.users.clear();
         self.domains.clear();
         self.legacy.clear();
+        self.bans.clear();
     }
 }
 
@@ -614,6 +619,10 @@ pub(crate) fn no_user(address: &str) -> DirectoryError {
 
 pub(crate) fn no_key(id: &str) -> DirectoryError {
     DirectoryError::NotFound(format!("no API key {id:?}; see `mailgate apikey list`"))
+}
+
+pub(crate) fn no_ban(kind: BanKind, target: &str) -> DirectoryError {
+    DirectoryError::NotFound(format!("no {} ban of {target}; see `mailgate ban list`", kind.as_str()))
 }
 
 pub(crate) fn split_list(s: &str) -> impl Iterator<Item = &str> {

@@ -7,6 +7,7 @@
 
 use super::audit::{json, AuditFilter, AuditRecord, Change};
 use super::store::{DirectoryStore, NewKeyRow, NewUser, Stamp, UserRecord};
+use super::{no_ban, Ban, BanKind};
 use super::{no_key, no_tenant, no_user, split_list, ApiKey, DirectoryError, Domain, LegacyChanges, LegacySettings, Result, Tenant, User, UserChanges};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
@@ -30,6 +31,7 @@ const TENANT_COLUMNS: [(&str, &str); 5] = [
 const USER_SELECT_ALL: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id ORDER BY t.name, u.address";
 const USER_SELECT_BY_TENANT: &str = "SELECT u.address, u.enabled, u.smtp_auth, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.tenant_id = ? ORDER BY u.address";
 const USER_SELECT_ONE: &str = "SELECT u.address, u.enabled, u.smtp_auth, u.password_hash, t.name AS tenant FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.address = ?";
+const BAN_SELECT: &str = "SELECT id, kind, target, reason, created_at, expires_at, created_by FROM bans";
 const KEY_SELECT: &str = "SELECT id, secret_sha256, tenant, description, expires, allow_ips, created_at, created_by, revoked_at, last_used_at FROM api_keys";
 
 /// The SQLite directory store.
@@ -317,6 +319,49 @@ impl DirectoryStore for SqliteDirectory {
         Ok(())
     }
 
+    async fn put_ban(&self, stamp: &Stamp, kind: BanKind, target: &str, reason: &str, expires_at: i64) -> Result<Ban> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM bans WHERE expires_at <= ?").bind(stamp.now).execute(&mut *tx).await?;
+        let before = read_ban(&mut tx, kind, target).await?;
+        sqlx::query(
+            "INSERT INTO bans (kind, target, reason, created_at, expires_at, created_by) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (kind, target) DO UPDATE SET reason = excluded.reason, expires_at = excluded.expires_at",
+        )
+        .bind(kind.as_str())
+        .bind(target)
+        .bind(reason)
+        .bind(stamp.now)
+        .bind(expires_at)
+        .bind(&stamp.actor.actor)
+        .execute(&mut *tx)
+        .await?;
+        let ban = read_ban(&mut tx, kind, target).await?.ok_or_else(|| no_ban(kind, target))?;
+        let mut change = Change::new(None, "ban.add", target).after(json(&ban));
+        if let Some(b) = before {
+            change = change.before(json(&b));
+        }
+        audit(&mut tx, stamp, &change).await?;
+        tx.commit().await?;
+        Ok(ban)
+    }
+
+    async fn remove_ban(&self, stamp: &Stamp, kind: BanKind, target: &str) -> Result<Ban> {
+        let mut tx = self.pool.begin().await?;
+        let ban = read_ban(&mut tx, kind, target).await?.filter(|b| b.expires_at > stamp.now).ok_or_else(|| no_ban(kind, target))?;
+        sqlx::query("DELETE FROM bans WHERE id = ?").bind(ban.id).execute(&mut *tx).await?;
+        audit(&mut tx, stamp, &Change::new(None, "ban.remove", target).before(json(&ban))).await?;
+        tx.commit().await?;
+        Ok(ban)
+    }
+
+    async fn bans(&self, now: i64) -> Result<Vec<Ban>> {
+        let rows = sqlx::query(&format!("{BAN_SELECT} WHERE expires_at > ? ORDER BY created_at DESC, id DESC"))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(ban_from_row).collect()
+    }
+
     async fn record_change(&self, stamp: &Stamp, change: &Change<'_>) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         audit(&mut conn, stamp, change).await
@@ -438,6 +483,24 @@ fn key_from_row(r: &SqliteRow) -> (ApiKey, [u8; 32]) {
     (key, digest.try_into().unwrap_or([0u8; 32]))
 }
 
+async fn read_ban(conn: &mut SqliteConnection, kind: BanKind, target: &str) -> Result<Option<Ban>> {
+    let row = sqlx::query(&format!("{BAN_SELECT} WHERE kind = ? AND target = ?")).bind(kind.as_str()).bind(target).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(ban_from_row).transpose()
+}
+
+fn ban_from_row(r: &SqliteRow) -> Result<Ban> {
+    let kind: String = r.get("kind");
+    Ok(Ban {
+        id: r.get("id"),
+        kind: BanKind::parse(&kind).ok_or_else(|| DirectoryError::Invalid(format!("unreadable ban kind {kind:?}")))?,
+        target: r.get("target"),
+        reason: r.get("reason"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        created_by: r.get("created_by"),
+    })
+}
+
 /// Brings a database made before migrations were numbered to migration 1: adds the
 /// tenant columns it lacks (a new database has no `tenants` table yet: nothing to do).
 async fn upgrade_unnumbered(pool: &SqlitePool) -> Result<()> {
@@ -496,7 +559,7 @@ mod tests {
         let store = SqliteDirectory::open(&path).await.unwrap();
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&store.pool).await.unwrap();
-        assert_eq!(versions, vec![1, 2]);
+        assert_eq!(versions, vec![1, 2, 3]);
     }
 
     /// The store alone, without the `Directory` in front: a failed write leaves no audit

@@ -12,6 +12,7 @@
 //! PostgreSQL one goes beside it with the same migration history.
 
 use super::audit::{AuditActor, AuditFilter, AuditRecord, Change};
+use super::{Ban, BanKind};
 use super::{ApiKey, Domain, LegacyChanges, LegacySettings, Result, Tenant, User, UserChanges};
 
 /// When a write happens and who makes it: stamped on the row and on its audit record.
@@ -94,6 +95,15 @@ pub trait DirectoryStore: Send + Sync {
     async fn revoke_api_key(&self, stamp: &Stamp, id: &str) -> Result<ApiKey>;
     /// Records a use (not a change: no audit record).
     async fn mark_api_key_used(&self, id: &str, at: i64) -> Result<()>;
+
+    // ---- bans ----
+    /// Bans `target` until `expires_at`, or gives an existing ban that end and reason;
+    /// expired bans are deleted on the way (their end is not a change anyone made).
+    async fn put_ban(&self, stamp: &Stamp, kind: BanKind, target: &str, reason: &str, expires_at: i64) -> Result<Ban>;
+    /// `NotFound` if there is no such ban in force.
+    async fn remove_ban(&self, stamp: &Stamp, kind: BanKind, target: &str) -> Result<Ban>;
+    /// The bans in force at `now`, newest first.
+    async fn bans(&self, now: i64) -> Result<Vec<Ban>>;
 
     // ---- audit ----
     /// Records a change made outside the directory (a queue operation).

@@ -9,10 +9,12 @@
 //! CLI and the HTTP handlers only parse, call and print: validation, scoping, audit
 //! records and telling a running server of the change all happen here.
 
+mod bans;
 mod directory;
 mod queue;
 mod reports;
 
+pub use bans::{parse_duration, BanRequest, BanSelector};
 pub use directory::{KeyRequest, LegacyUpdate, NewUser};
 pub use queue::{entry_state, Notified, QueueAction, QueueFilter};
 pub use reports::{ReportQuery, WhatIfQuery};

@@ -127,6 +127,9 @@ impl Session {
         if self.tx.is_some() {
             return Reply::bad_sequence("AUTH is not allowed during a mail transaction; send RSET first");
         }
+        if let Some(refused) = self.ban_in_force(None).await {
+            return refused;
+        }
         match mechanism {
             smtp_proto::AUTH_PLAIN if initial.is_empty() => {
                 self.mode = Mode::Auth(AuthStep::Plain);
@@ -192,6 +195,9 @@ impl Session {
         let Some((login, token)) = parse_xoauth2(&bytes) else {
             return Reply::auth_failed();
         };
+        if let Some(refused) = self.ban_in_force(Some(&login)).await {
+            return refused;
+        }
         let Some(path) = self.ctx.config.smtp.xoauth2_tokens_file.clone() else {
             return self.mechanism_unsupported();
         };
@@ -204,6 +210,9 @@ impl Session {
         };
         if !token_listed(&file, &login, &token) {
             self.note_failed_login(&login).await;
+            if let Some(banned) = self.count_failure(&login).await {
+                return banned;
+            }
             tracing::info!(login = %login.chars().take(100).collect::<String>(), "XOAUTH2 token refused");
             self.mode = Mode::Auth(AuthStep::Xoauth2Refused);
             return Reply::auth_challenge(XOAUTH2_ERROR);
@@ -249,6 +258,42 @@ impl Session {
         self.usage.tenant = tenant;
     }
 
+    /// A ban in force on this client (and login, once known): its 421, counted and
+    /// recorded. Checked before any password work, so a right password is refused too.
+    async fn ban_in_force(&mut self, login: Option<&str>) -> Option<Reply> {
+        let now = (self.ctx.clock)().timestamp();
+        match self.ctx.guard.banned(&self.ctx.directory, self.conn.peer.ip(), login, now).await {
+            Ok(None) => None,
+            Ok(Some(ban)) => {
+                self.ctx.metrics.auth("banned");
+                Some(self.refuse_banned(ban, login, now).await)
+            }
+            Err(e) => {
+                self.ctx.metrics.auth("temporary_error");
+                tracing::error!(error = %e, "directory error reading the bans");
+                Some(Reply::temporary_auth_failure())
+            }
+        }
+    }
+
+    /// A wrong password (or token) counted by the guard; past a limit, the new ban's 421
+    /// after the tarpit.
+    async fn count_failure(&mut self, login: &str) -> Option<Reply> {
+        let now = (self.ctx.clock)().timestamp();
+        let ban = self.ctx.guard.failed(&self.ctx.directory, self.conn.peer.ip(), login, now).await?;
+        tokio::time::sleep(self.ctx.guard.tarpit()).await;
+        Some(self.refuse_banned(ban, Some(login), now).await)
+    }
+
+    async fn refuse_banned(&mut self, ban: crate::guard::BanRefusal, login: Option<&str>, now: i64) -> Reply {
+        if let Some(login) = login {
+            self.note_failed_login(login).await;
+        }
+        self.usage.refusal = Some(crate::usage::Outcome::Banned);
+        tracing::info!(client = %self.conn.peer.ip(), kind = ban.kind.as_str(), until = ban.expires_at, "AUTH refused: banned");
+        ban.reply(now)
+    }
+
     /// Below TLS 1.2, the tenant's opt-in is checked after the password and before any
     /// MAIL; a refusal is a 534 naming the reason.
     async fn legacy_opt_in(&self, user: &str, tenant: &str) -> Result<(), (Reply, crate::usage::Outcome)> {
@@ -276,6 +321,9 @@ impl Session {
     }
 
     async fn verify(&mut self, login: &str, password: &str) -> Reply {
+        if let Some(refused) = self.ban_in_force(Some(login)).await {
+            return refused;
+        }
         let outcome = self.ctx.directory.authenticate(login, password).await;
         self.conclude(login, outcome).await
     }
@@ -305,6 +353,12 @@ impl Session {
                 });
                 self.note_failed_login(login).await;
                 tracing::info!(login = %login.chars().take(100).collect::<String>(), ?outcome, "authentication refused");
+                // Only a wrong password counts: the others knew it.
+                if outcome == AuthOutcome::BadCredentials {
+                    if let Some(banned) = self.count_failure(login).await {
+                        return banned;
+                    }
+                }
                 match outcome {
                     AuthOutcome::AccountDisabled => Reply::account_disabled(),
                     AuthOutcome::SmtpAuthDisabled => Reply::auth_disabled_for_user(),

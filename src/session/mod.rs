@@ -40,6 +40,8 @@ pub struct SessionContext {
     pub clock: Clock,
     /// Where AUTH results and handshake times are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Failed-AUTH limits and bans.
+    pub guard: Arc<crate::guard::Guard>,
 }
 
 /// Where a session came in.
@@ -395,5 +397,7 @@ impl Session {
 /// Builds a session context from a loaded configuration (used by the server and tests).
 pub fn context(config: Arc<Config>, directory: Directory, spool: Arc<Spool>, clock: Clock) -> Arc<SessionContext> {
     let endpoints = Arc::new(config.endpoints.clone());
-    Arc::new(SessionContext { config, endpoints, directory, spool, clock, metrics: Arc::new(crate::metrics::Metrics::new()) })
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let guard = Arc::new(crate::guard::Guard::new(config.auth_limits.clone(), &metrics));
+    Arc::new(SessionContext { config, endpoints, directory, spool, clock, metrics, guard })
 }

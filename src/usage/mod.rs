@@ -39,12 +39,14 @@ pub enum Outcome {
     NetworkOutOfScope,
     Vetoed,
     AuthFailed,
+    /// Refused at AUTH by a ban (`[auth_limits]`, `mailgate ban`).
+    Banned,
     /// Anything else: no message sent, handshake failed, no usable ClientHello.
     Other,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Delivered,
         Outcome::Explained421,
         Outcome::DeferredBySchedule,
@@ -56,6 +58,7 @@ impl Outcome {
         Outcome::NetworkOutOfScope,
         Outcome::Vetoed,
         Outcome::AuthFailed,
+        Outcome::Banned,
         Outcome::Other,
     ];
 
@@ -72,6 +75,7 @@ impl Outcome {
             Outcome::NetworkOutOfScope => "network_out_of_scope",
             Outcome::Vetoed => "vetoed",
             Outcome::AuthFailed => "auth_failed",
+            Outcome::Banned => "banned",
             Outcome::Other => "other",
         }
     }

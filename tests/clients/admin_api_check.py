@@ -190,6 +190,19 @@ if not queue:
     fail("no queued fabrikam message to test isolation with")
 qid = queue[0]["id"]
 
+# ---- bans: the operator's; a bad target or duration names its field ---------------------
+ban = expect(201, "POST", "/api/v1/bans", OP, {"kind": "address", "target": "192.0.2.7", "duration": "2h", "reason": "test"})
+change(op_actor, "ban.add", "192.0.2.7/32")
+if ban["target"] != "192.0.2.7/32" or ban["expires_at"] - ban["created_at"] != 7200:
+    fail(f"POST /api/v1/bans made {ban}")
+for body, field in (({"kind": "address", "target": "192.0.2.300"}, "target"), ({"kind": "login", "target": "x", "duration": "1w"}, "duration"), ({"kind": "host", "target": "x"}, "kind")):
+    err = expect(422, "POST", "/api/v1/bans", OP, body)
+    if err["error"].get("field") != field:
+        fail(f"POST /api/v1/bans {body}: expected the field {field}, got {err}")
+if [b["id"] for b in expect(200, "GET", "/api/v1/bans", OP)] != [ban["id"]]:
+    fail("GET /api/v1/bans does not list the ban just made")
+ban_id = str(ban["id"])
+
 # ---- tenant isolation: every route, contoso's key against fabrikam's objects -------------
 def snapshot():
     return {
@@ -198,6 +211,7 @@ def snapshot():
         "queue": [(e["id"], e["held"], [r["status"] for r in e["recipients"]]) for e in expect(200, "GET", "/api/v1/queue?tenant=fabrikam", OP)],
         "keys": [(k["id"], k["revoked_at"]) for k in expect(200, "GET", "/api/v1/apikeys?tenant=fabrikam", OP)],
         "audit": len(expect(200, "GET", "/api/v1/audit?tenant=fabrikam&limit=10000", OP)),
+        "bans": expect(200, "GET", "/api/v1/bans", OP),
     }
 
 fk = keys["fabrikam"]["key"]["id"]
@@ -232,6 +246,9 @@ CASES = {
     "POST /api/v1/apikeys": ("/api/v1/apikeys", {"tenant": "fabrikam"}, 404),
     "DELETE /api/v1/apikeys/{id}": ("/api/v1/apikeys/" + fk, None, 404),
     "GET /api/v1/audit": ("/api/v1/audit?tenant=fabrikam", None, 404),
+    "GET /api/v1/bans": ("/api/v1/bans", None, 403),
+    "POST /api/v1/bans": ("/api/v1/bans", {"kind": "login", "target": P}, 403),
+    "DELETE /api/v1/bans/{id}": ("/api/v1/bans/" + ban_id, None, 403),
 }
 doc = expect(200, "GET", "/api/v1/openapi.json")
 routes = {f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops}
@@ -261,6 +278,10 @@ for path in ("/api/v1/users", "/api/v1/domains", "/api/v1/queue", "/api/v1/apike
         fail(f"GET {path} with contoso's key shows fabrikam's rows: {text[:300]}")
 if snapshot() != before:
     fail("a refused request of contoso's admin changed fabrikam's objects")
+
+expect(200, "DELETE", "/api/v1/bans/" + ban_id, OP)
+change(op_actor, "ban.remove", "192.0.2.7/32")
+expect(404, "DELETE", "/api/v1/bans/" + ban_id, OP)
 
 # ---- keys: revoked and address-bound keys are refused at once ---------------------------
 k = expect(201, "POST", "/api/v1/apikeys", CO, {"tenant": "contoso", "allow_ips": ["10.0.0.0/8"]})
