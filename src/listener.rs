@@ -125,6 +125,9 @@ pub struct Shared {
     pub recorder: Arc<Recorder>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     counter: AtomicU64,
+    /// Unique to this run: with the node and the connection counter, the key of a session
+    /// recorded before it ends (a restart must not reuse an earlier run's keys).
+    run_id: String,
     /// The random source behind `reject_percent` (seeded by `tls.schedule_seed`).
     rng: Mutex<rand::rngs::StdRng>,
 }
@@ -143,6 +146,7 @@ impl Shared {
             recorder,
             per_ip: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            run_id: format!("{:x}{:08x}", chrono::Utc::now().timestamp_micros(), rand::random::<u32>()),
             rng: Mutex::new(rng),
         })
     }
@@ -151,6 +155,13 @@ impl Shared {
     /// store (through the recorder), from the same event.
     fn session_ended(&self, event: UsageEvent) {
         self.ctx.metrics.session_ended(&event);
+        self.recorder.record(event, (self.ctx.clock)().timestamp());
+    }
+
+    /// A session's outcome known before it ends (a refusal at AUTH, messages of a long
+    /// session): stored now, replaced by the session's later events (same key), counted in
+    /// the metrics once, at the end.
+    fn session_progress(&self, event: UsageEvent) {
         self.recorder.record(event, (self.ctx.clock)().timestamp());
     }
 
@@ -215,7 +226,8 @@ pub async fn accept_loop(
         };
         let id = shared.counter.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("session", id, peer = %peer, endpoint = %endpoint.name());
-        let conn = Connection { endpoint: endpoint.clone(), shared: shared.clone(), peer, shutdown: shutdown.clone(), offered: Vec::new() };
+        let progress = Progress { key: format!("{}/{}/{id}", shared.ctx.config.node_name(), shared.run_id), ..Progress::default() };
+        let conn = Connection { endpoint: endpoint.clone(), shared: shared.clone(), peer, shutdown: shutdown.clone(), offered: Vec::new(), progress };
         tokio::spawn(
             async move {
                 conn.run(stream).await;
@@ -248,6 +260,24 @@ struct Connection {
     shutdown: watch::Receiver<bool>,
     /// The suites the ClientHello offered (empty until one is read), for the usage event.
     offered: Vec<u16>,
+    progress: Progress,
+}
+
+/// How long a session's new messages wait before they are recorded while it goes on: a
+/// short session (the usual device: one message, QUIT) is recorded once, at its end.
+const PROGRESS_DELAY: Duration = Duration::from_secs(1);
+
+/// What of a session in progress has been recorded (see `Shared::session_progress`).
+#[derive(Default)]
+struct Progress {
+    /// The session's key in the usage store.
+    key: String,
+    /// The connection's event as the TLS handshake left it (none before: nothing to record).
+    base: Option<UsageEvent>,
+    /// The outcome and message count last recorded.
+    sent: Option<(Outcome, u32)>,
+    /// Since when new messages wait to be recorded.
+    pending_since: Option<Instant>,
 }
 
 impl Connection {
@@ -265,7 +295,35 @@ impl Connection {
         let mut event = UsageEvent::new(config.node_name(), &self.endpoint.config.name, self.peer.ip());
         self.serve(stream, &mut event).await;
         event.keep_offered_ciphers(&self.offered);
+        if self.progress.sent.is_some() {
+            event.session = Some(self.progress.key.clone());
+        }
         self.shared.session_ended(event);
+    }
+
+    /// After each command: a refusal is recorded at once; new messages after
+    /// [`PROGRESS_DELAY`] (`due`: the delay has passed).
+    fn note_progress(&mut self, session: &Session, due: bool) {
+        let Some(base) = &self.progress.base else { return };
+        let mut e = base.clone();
+        merge_session(&mut e, session.usage());
+        let state = (e.outcome, e.messages);
+        if self.progress.sent == Some(state) {
+            self.progress.pending_since = None;
+            return;
+        }
+        let refused = !matches!(e.outcome, Outcome::Delivered | Outcome::Other);
+        if !(refused || (e.messages > 0 && due)) {
+            if e.messages > 0 && self.progress.pending_since.is_none() {
+                self.progress.pending_since = Some(Instant::now());
+            }
+            return;
+        }
+        e.keep_offered_ciphers(&self.offered);
+        e.session = Some(self.progress.key.clone());
+        self.shared.session_progress(e);
+        self.progress.sent = Some(state);
+        self.progress.pending_since = None;
     }
 
     async fn serve(&mut self, stream: TcpStream, event: &mut UsageEvent) {
@@ -439,6 +497,7 @@ impl Connection {
             Stack::OpenSsl => &self.shared.tls_counters.served_openssl,
         });
         let implicit = self.endpoint.config.tls_mode == TlsMode::Implicit;
+        self.progress.base = Some(event.clone());
         let mut session = Session::new(self.shared.ctx.clone(), self.info(), Some(facts));
         // RFC 3207 §4.2: no new greeting after STARTTLS; implicit TLS greets inside TLS.
         if implicit {
@@ -477,8 +536,13 @@ impl Connection {
             if input.capacity() - input.len() < READ_CHUNK {
                 input.reserve(READ_CHUNK);
             }
+            let progress_due = self.progress.pending_since.map(|t| t + PROGRESS_DELAY);
             let read = tokio::select! {
                 r = tokio::time::timeout(session.read_timeout(), stream.read_buf(&mut input)) => r,
+                _ = tokio::time::sleep_until(progress_due.unwrap_or_else(Instant::now)), if progress_due.is_some() => {
+                    self.note_progress(session, true);
+                    continue;
+                }
                 _ = shutdown_requested(&mut self.shutdown), if !in_message => {
                     session.abort();
                     return close_with(stream, Reply::shutting_down(&host)).await;
@@ -505,6 +569,7 @@ impl Connection {
             };
             tracing::trace!(bytes = n, "read");
             let flow = session.ingest(&mut input, &mut out).await;
+            self.note_progress(session, false);
             if let Flow::Close = flow {
                 if finish(&mut stream, &mut out).await.is_err() {
                     session.abort();

@@ -1056,3 +1056,79 @@ async fn absurd_periods_are_refused_with_a_message_not_a_panic() {
     }
     assert_report_error(&t, &["tls", "--from", "0001-01-01"], &["days"]).await;
 }
+
+/// A TLS 1.0 device refused at AUTH (534: its tenant has not opted in) that keeps its
+/// connection open is in `mailgate report legacy` while the connection is still open; when
+/// it ends, the session still counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_device_that_stays_connected_is_reported_before_it_leaves() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut t = TestServer::start_custom(common::FOUR_ENDPOINTS, &[PRINTER], None).await;
+    let port = t.addr("legacy-starttls").port().to_string();
+    let mut child = Command::new("python3")
+        .arg(clients_dir().join("hold_open.py"))
+        .args([port.as_str(), PRINTER, password(PRINTER)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let auth = stdout.next_line().await.unwrap().expect("the AUTH reply");
+    assert!(auth.starts_with("534 5.7.9 ") && auth.ends_with("TLSv1"), "{auth}");
+
+    // Polled, the client still connected: the writer stores within its batch interval.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let row = loop {
+        let rows = report(&t, &["legacy"]).await;
+        if let Some(r) = rows.iter().find(|r| r["sender"] == PRINTER) {
+            break r.clone();
+        }
+        assert!(Instant::now() < deadline, "the refused session is not in the legacy report within 20 s: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((row["outcome"].as_str(), row["sessions"].as_i64(), row["version"].as_str()), (Some("not_opted_in"), Some(1), Some("TLSv1.0")));
+    assert_eq!(row["ehlo"], "printer-hold.fabrikam.lan");
+
+    // The connection was open all along: NOOP on it is answered.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    let noop = stdout.next_line().await.unwrap().expect("the NOOP reply");
+    assert!(noop.starts_with("250"), "{noop}");
+    assert!(child.wait().await.unwrap().success());
+    t.stop().await;
+    let rows: Vec<Value> = report(&t, &["legacy"]).await.into_iter().filter(|r| r["sender"] == PRINTER).collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["outcome"].as_str(), rows[0]["sessions"].as_i64()), (Some("not_opted_in"), Some(1)), "one session, counted once");
+}
+
+/// A long session's messages reach the reports while it stays connected; the session
+/// still counts once, with all its messages, after it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_sessions_messages_are_reported_while_it_goes_on() {
+    let mut t = TestServer::start_custom(common::STANDARD_ENDPOINTS, &[ALICE], None).await;
+    let mut c = Raw::logged_in(t.starttls_addr(), &t.cert_pem, ALICE).await;
+    let transaction = format!("MAIL FROM:<{ALICE}>\r\nRCPT TO:<{ALICE}>\r\nDATA\r\n");
+    for n in 1..=2u32 {
+        c.send(transaction.as_bytes()).await;
+        for _ in 0..3 {
+            c.reply().await;
+        }
+        assert_eq!(c.cmd(&format!("Subject: {n}\r\n\r\nbody\r\n.")).await.0, 250);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = report(&t, &["tls"]).await;
+            if rows.iter().any(|r| r["sender"] == ALICE && r["messages"] == n) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "message {n} is not in the report within 20 s: {rows:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(c.cmd("NOOP").await.0, 250, "the session is still open");
+    assert_eq!(c.cmd("QUIT").await.0, 221);
+    t.stop().await;
+    let rows: Vec<Value> = report(&t, &["tls"]).await.into_iter().filter(|r| r["sender"] == ALICE).collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["sessions"].as_i64(), rows[0]["messages"].as_i64()), (Some(1), Some(2)), "{rows:?}");
+}

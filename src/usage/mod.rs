@@ -124,6 +124,10 @@ pub struct UsageEvent {
     pub outcome: Outcome,
     pub messages: u32,
     pub bytes: u64,
+    /// Set on the events of a session recorded before it ended: a later event with the
+    /// same key replaces the earlier one (the session counts once).
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 impl UsageEvent {
@@ -147,6 +151,7 @@ impl UsageEvent {
             outcome: Outcome::Other,
             messages: 0,
             bytes: 0,
+            session: None,
         }
     }
 

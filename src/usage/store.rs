@@ -180,7 +180,7 @@ fn day_of(time: i64) -> NaiveDate {
 async fn insert_raw(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent]) -> Result<()> {
     for chunk in events.chunks(500) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO usage_events (time, node, endpoint, client_ip, offered_max, version, cipher, sni, fingerprint, ehlo, user, tenant, outcome, messages, bytes, offered_ciphers) ",
+            "INSERT INTO usage_events (time, node, endpoint, client_ip, offered_max, version, cipher, sni, fingerprint, ehlo, user, tenant, outcome, messages, bytes, offered_ciphers, session) ",
         );
         q.push_values(chunk, |mut b, e| {
             b.push_bind(e.time)
@@ -198,9 +198,54 @@ async fn insert_raw(tx: &mut sqlx::Transaction<'_, Sqlite>, events: &[UsageEvent
                 .push_bind(e.outcome.as_str())
                 .push_bind(e.messages as i64)
                 .push_bind(e.bytes as i64)
-                .push_bind(&e.offered_ciphers);
+                .push_bind(&e.offered_ciphers)
+                .push_bind(&e.session);
         });
         q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Of several events of one session in a batch, the last: it says all the earlier did.
+fn latest_per_session(events: &[UsageEvent]) -> Vec<&UsageEvent> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if let Some(k) = &e.session {
+            last.insert(k, i);
+        }
+    }
+    events.iter().enumerate().filter(|(i, e)| e.session.as_deref().is_none_or(|k| last[k] == *i)).map(|(_, e)| e).collect()
+}
+
+/// Removes the stored event of `session`, if any, and its share of the rollups: the event
+/// about to be stored replaces it.
+async fn retract_session(tx: &mut sqlx::Transaction<'_, Sqlite>, session: &str) -> Result<()> {
+    let Some(row) = sqlx::query("SELECT rowid, * FROM usage_events WHERE session = ?").bind(session).fetch_optional(&mut **tx).await? else {
+        return Ok(());
+    };
+    let old = event_from_sql(&row);
+    let rowid: i64 = row.get("rowid");
+    sqlx::query("DELETE FROM usage_events WHERE rowid = ?").bind(rowid).execute(&mut **tx).await?;
+    for r in rollup(std::slice::from_ref(&old)) {
+        const UPDATE: &str = "UPDATE usage_daily SET sessions = sessions - ?, messages = messages - ?, bytes = bytes - ? \
+             WHERE tenant = ? AND day = ? AND sender = ? AND endpoint = ? AND version = ? AND cipher = ? AND fingerprint = ? AND outcome = ?";
+        const DELETE: &str = "DELETE FROM usage_daily WHERE sessions <= 0 AND messages <= 0 \
+             AND tenant = ? AND day = ? AND sender = ? AND endpoint = ? AND version = ? AND cipher = ? AND fingerprint = ? AND outcome = ?";
+        let day = r.day.to_string();
+        let update = sqlx::query(UPDATE).bind(r.sessions).bind(r.messages).bind(r.bytes);
+        let delete = sqlx::query(DELETE);
+        for q in [update, delete] {
+            q.bind(&r.tenant)
+                .bind(&day)
+                .bind(&r.sender)
+                .bind(&r.endpoint)
+                .bind(&r.version)
+                .bind(&r.cipher)
+                .bind(&r.fingerprint)
+                .bind(r.outcome.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -295,6 +340,29 @@ pub fn rollup(events: &[UsageEvent]) -> Vec<DailyRow> {
     rows.into_values().collect()
 }
 
+fn event_from_sql(r: &sqlx::sqlite::SqliteRow) -> UsageEvent {
+    let outcome: String = r.get("outcome");
+    UsageEvent {
+        time: r.get("time"),
+        node: r.get("node"),
+        endpoint: r.get("endpoint"),
+        client_ip: r.get("client_ip"),
+        offered_max: r.get("offered_max"),
+        version: r.get("version"),
+        cipher: r.get("cipher"),
+        offered_ciphers: r.get("offered_ciphers"),
+        sni: r.get("sni"),
+        fingerprint: r.get("fingerprint"),
+        ehlo: r.get("ehlo"),
+        user: r.get("user"),
+        tenant: r.get("tenant"),
+        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Other),
+        messages: r.get::<i64, _>("messages") as u32,
+        bytes: r.get::<i64, _>("bytes") as u64,
+        session: r.get("session"),
+    }
+}
+
 fn row_from_sql(r: &sqlx::sqlite::SqliteRow) -> DailyRow {
     let day: String = r.get("day");
     let outcome: String = r.get("outcome");
@@ -326,8 +394,17 @@ impl UsageStore for SqliteUsageStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        insert_raw(&mut tx, events).await?;
-        upsert_rollups(&mut tx, &rollup(events)).await?;
+        if events.iter().any(|e| e.session.is_some()) {
+            let events: Vec<UsageEvent> = latest_per_session(events).into_iter().cloned().collect();
+            for key in events.iter().filter_map(|e| e.session.as_deref()) {
+                retract_session(&mut tx, key).await?;
+            }
+            insert_raw(&mut tx, &events).await?;
+            upsert_rollups(&mut tx, &rollup(&events)).await?;
+        } else {
+            insert_raw(&mut tx, events).await?;
+            upsert_rollups(&mut tx, &rollup(events)).await?;
+        }
         tx.commit().await
     }
 
@@ -392,30 +469,7 @@ impl UsageStore for SqliteUsageStore {
         }
         q.push(" ORDER BY time DESC LIMIT ").push_bind(limit as i64);
         let rows = q.build().fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let outcome: String = r.get("outcome");
-                UsageEvent {
-                    time: r.get("time"),
-                    node: r.get("node"),
-                    endpoint: r.get("endpoint"),
-                    client_ip: r.get("client_ip"),
-                    offered_max: r.get("offered_max"),
-                    version: r.get("version"),
-                    cipher: r.get("cipher"),
-                    offered_ciphers: r.get("offered_ciphers"),
-                    sni: r.get("sni"),
-                    fingerprint: r.get("fingerprint"),
-                    ehlo: r.get("ehlo"),
-                    user: r.get("user"),
-                    tenant: r.get("tenant"),
-                    outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Other),
-                    messages: r.get::<i64, _>("messages") as u32,
-                    bytes: r.get::<i64, _>("bytes") as u64,
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(event_from_sql).collect())
     }
 }
 
@@ -434,6 +488,48 @@ mod tests {
         e.bytes = 100 * messages as u64;
         e.ehlo = Some(format!("host{time}"));
         e
+    }
+
+    /// A session recorded early (its 535, then more) and again at its end counts once,
+    /// under its last outcome, whether the two events are in one batch or two.
+    #[tokio::test]
+    async fn a_session_recorded_early_is_replaced_by_its_later_event() {
+        let t = tempfile::tempdir().unwrap();
+        let store = SqliteUsageStore::open(&t.path().join("u.sqlite")).await.unwrap();
+        let day = 1_795_000_000;
+        let keyed = |mut e: UsageEvent, k: &str| {
+            e.session = Some(k.to_string());
+            e
+        };
+        let a = Some("a@contoso.test");
+        // Another session of the same key stays as it is.
+        store.write_batch(&[ev(day, a, Some("TLSv1.0"), Outcome::AuthFailed, 0)]).await.unwrap();
+        store.write_batch(&[keyed(ev(day + 1, a, Some("TLSv1.0"), Outcome::AuthFailed, 0), "n1:s1")]).await.unwrap();
+        let d = day_of(day);
+        let f = RollupFilter { tenant: None, from: d, to: d };
+        let sessions = |rows: &[DailyRow], o: Outcome| rows.iter().filter(|r| r.outcome == o).map(|r| (r.sessions, r.messages)).next();
+        let rows = store.rollups(&f).await.unwrap();
+        assert_eq!(sessions(&rows, Outcome::AuthFailed), Some((2, 0)), "the early event is in the reports at once");
+        // The session then logs in and sends 2 messages: one session, delivered.
+        store.write_batch(&[keyed(ev(day + 5, a, Some("TLSv1.0"), Outcome::Delivered, 2), "n1:s1")]).await.unwrap();
+        let rows = store.rollups(&f).await.unwrap();
+        assert_eq!(sessions(&rows, Outcome::AuthFailed), Some((1, 0)), "the other session is untouched");
+        assert_eq!(sessions(&rows, Outcome::Delivered), Some((1, 2)));
+        // In one batch: the last event of the session wins; a row emptied by its retraction goes.
+        store
+            .write_batch(&[
+                keyed(ev(day + 9, a, Some("TLSv1.0"), Outcome::Banned, 0), "n1:s2"),
+                keyed(ev(day + 10, a, Some("TLSv1.0"), Outcome::NotOptedIn, 0), "n1:s2"),
+            ])
+            .await
+            .unwrap();
+        store.write_batch(&[keyed(ev(day + 20, a, Some("TLSv1.0"), Outcome::Delivered, 1), "n1:s2")]).await.unwrap();
+        let rows = store.rollups(&f).await.unwrap();
+        assert_eq!(sessions(&rows, Outcome::NotOptedIn), None, "no row of 0 sessions is left");
+        assert_eq!(sessions(&rows, Outcome::Banned), None);
+        assert_eq!(sessions(&rows, Outcome::Delivered), Some((2, 3)));
+        let raw = store.events(&f, 100).await.unwrap();
+        assert_eq!(raw.len(), 3, "one raw event per session: {raw:?}");
     }
 
     #[tokio::test]
