@@ -27,6 +27,8 @@ data_dir = "data"
 level = "warn"
 [limits]
 max_sessions_per_ip = 10000
+max_sessions_per_subnet = 100000
+max_connections_per_ip_per_minute = 0
 [[tls.certificate]]
 cert = "cert.pem"
 key = "key.pem"

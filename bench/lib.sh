@@ -16,6 +16,8 @@ level = "warn"
 [limits]
 max_sessions = 20000
 max_sessions_per_ip = 20000
+max_sessions_per_subnet = 100000
+max_connections_per_ip_per_minute = 0
 [[tls.certificate]]
 cert = "$cert"
 key = "$key"

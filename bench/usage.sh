@@ -31,6 +31,8 @@ data_dir = "$2"
 level = "warn"
 [limits]
 max_sessions_per_ip = 10000
+max_sessions_per_subnet = 100000
+max_connections_per_ip_per_minute = 0
 [usage]
 enabled = $1
 [[tls.certificate]]

@@ -140,6 +140,11 @@ name = "legacy-implicit"
 listen = ["127.0.0.1:{legacy_implicit}"]
 tls_mode = "implicit"
 tls_versions = ["1.0", "1.1", "1.2", "1.3"]
+
+# Every demo client comes from 127.0.0.1, TLS scanners (testssl.sh, sslyze) included: no
+# limit on new connections a minute here (the default is 600 per address).
+[limits]
+max_connections_per_ip_per_minute = 0
 {admin}"#,
         starttls = port(base, 87)?,
         implicit = port(base, 65)?,

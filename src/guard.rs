@@ -92,8 +92,9 @@ impl Counters {
     }
 }
 
-/// One address's buckets: the host (/32, /64) and the subnet (/24, /48).
-fn buckets(ip: IpAddr) -> (ipnet::IpNet, ipnet::IpNet) {
+/// One address's buckets: the host (/32, /64) and the subnet (/24, /48); the listener's
+/// per-subnet session limit uses the same subnets.
+pub fn buckets(ip: IpAddr) -> (ipnet::IpNet, ipnet::IpNet) {
     let ip = ip.to_canonical();
     let (host, subnet) = if ip.is_ipv4() { (32, 24) } else { (64, 48) };
     let net = |len| ipnet::IpNet::new(ip, len).map(|n| n.trunc()).unwrap_or_else(|_| ipnet::IpNet::from(ip));

@@ -123,7 +123,8 @@ pub struct Shared {
     pub tls_counters: TlsCounters,
     /// Where each connection's usage event goes.
     pub recorder: Arc<Recorder>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Sessions per address and subnet, and connections per address this minute.
+    occupancy: Mutex<Occupancy>,
     counter: AtomicU64,
     /// Unique to this run: with the node and the connection counter, the key of a session
     /// recorded before it ends (a restart must not reuse an earlier run's keys).
@@ -144,7 +145,7 @@ impl Shared {
             sessions: Arc::new(Semaphore::new(max)),
             tls_counters: TlsCounters::default(),
             recorder,
-            per_ip: Mutex::new(HashMap::new()),
+            occupancy: Mutex::new(Occupancy::default()),
             counter: AtomicU64::new(0),
             run_id: format!("{:x}{:08x}", chrono::Utc::now().timestamp_micros(), rand::random::<u32>()),
             rng: Mutex::new(rng),
@@ -165,15 +166,60 @@ impl Shared {
         self.recorder.record(event, (self.ctx.clock)().timestamp());
     }
 
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admission> {
-        let permit = self.sessions.clone().try_acquire_owned().ok()?;
-        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= self.ctx.config.limits.max_sessions_per_ip {
-            return None;
+    /// A place for a new connection from `ip`, or which limit refuses it.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Throttle> {
+        let l = &self.ctx.config.limits;
+        let ip = ip.to_canonical();
+        let subnet = crate::guard::buckets(ip).1;
+        let mut o = self.occupancy.lock().unwrap_or_else(|p| p.into_inner());
+        if l.max_connections_per_ip_per_minute > 0 && !o.count_connection(ip, Instant::now(), l.max_connections_per_ip_per_minute) {
+            return Err(Throttle::Rate);
         }
-        *n += 1;
-        Some(Admission { _permit: permit, shared: self.clone(), ip })
+        let permit = self.sessions.clone().try_acquire_owned().map_err(|_| Throttle::Concurrent)?;
+        if o.per_ip.get(&ip).copied().unwrap_or(0) >= l.max_sessions_per_ip
+            || o.per_subnet.get(&subnet).copied().unwrap_or(0) >= l.max_sessions_per_subnet
+        {
+            return Err(Throttle::Concurrent);
+        }
+        *o.per_ip.entry(ip).or_insert(0) += 1;
+        *o.per_subnet.entry(subnet).or_insert(0) += 1;
+        Ok(Admission { _permit: permit, shared: self.clone(), ip, subnet })
+    }
+}
+
+/// Why a connection was refused before its session started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Throttle {
+    /// Over `max_sessions`, `max_sessions_per_ip` or `max_sessions_per_subnet`.
+    Concurrent,
+    /// Over `max_connections_per_ip_per_minute`.
+    Rate,
+}
+
+/// The addresses' and subnets' sessions, and each address's connections this minute.
+#[derive(Default)]
+struct Occupancy {
+    per_ip: HashMap<IpAddr, usize>,
+    per_subnet: HashMap<ipnet::IpNet, usize>,
+    /// When the address's current minute began, and its connections since.
+    rate: HashMap<IpAddr, (Instant, u32)>,
+}
+
+impl Occupancy {
+    /// Entries of `rate` kept before the stale ones are dropped (a flood of addresses).
+    const MAX_RATE_ENTRIES: usize = 100_000;
+
+    /// Counts a connection of `ip` in its current minute; false when over `limit`.
+    fn count_connection(&mut self, ip: IpAddr, now: Instant, limit: u32) -> bool {
+        if self.rate.len() >= Self::MAX_RATE_ENTRIES && !self.rate.contains_key(&ip) {
+            self.rate.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+        }
+        let (start, n) = self.rate.entry(ip).or_insert((now, 0));
+        if now.duration_since(*start) >= Duration::from_secs(60) {
+            (*start, *n) = (now, 0);
+        }
+        *n = n.saturating_add(1);
+        *n <= limit
     }
 }
 
@@ -182,16 +228,22 @@ struct Admission {
     _permit: OwnedSemaphorePermit,
     shared: Arc<Shared>,
     ip: IpAddr,
+    subnet: ipnet::IpNet,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut map = self.shared.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
+        let mut o = self.shared.occupancy.lock().unwrap_or_else(|p| p.into_inner());
+        release(&mut o.per_ip, &self.ip);
+        release(&mut o.per_subnet, &self.subnet);
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
         }
     }
 }
@@ -217,12 +269,17 @@ pub async fn accept_loop(
             _ = shutdown_requested(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let Some(admission) = shared.admit(peer.ip()) else {
-            // Still one usage event per connection: a refused device is one to know about.
-            let event = UsageEvent::new(shared.ctx.config.node_name(), &endpoint.config.name, peer.ip());
-            shared.session_ended(event);
-            tokio::spawn(refuse_busy(stream, endpoint.config.tls_mode));
-            continue;
+        let admission = match shared.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(throttle) => {
+                // Still one usage event per connection: a refused device is one to know about.
+                let mut event = UsageEvent::new(shared.ctx.config.node_name(), &endpoint.config.name, peer.ip());
+                event.outcome = Outcome::Throttled;
+                tracing::info!(peer = %peer, endpoint = %endpoint.name(), limit = ?throttle, "connection refused by a limit");
+                shared.session_ended(event);
+                tokio::spawn(refuse_busy(stream, endpoint.config.tls_mode, throttle));
+                continue;
+            }
         };
         let id = shared.counter.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("session", id, peer = %peer, endpoint = %endpoint.name());
@@ -239,10 +296,14 @@ pub async fn accept_loop(
 }
 
 /// Over the limits: a plain-text 421 where the client speaks plain text first.
-async fn refuse_busy(mut stream: TcpStream, mode: TlsMode) {
+async fn refuse_busy(mut stream: TcpStream, mode: TlsMode, throttle: Throttle) {
     if mode == TlsMode::Starttls {
         let mut out = Vec::new();
-        Reply::too_many_sessions().write_to(&mut out);
+        match throttle {
+            Throttle::Concurrent => Reply::too_many_sessions(),
+            Throttle::Rate => Reply::too_many_connections(),
+        }
+        .write_to(&mut out);
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
     }
 }

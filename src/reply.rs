@@ -85,6 +85,10 @@ impl Reply {
     pub fn too_many_sessions() -> Reply {
         reply(421, (4, 3, 2), "Too many concurrent sessions (from your address or in all); try again in a few minutes")
     }
+    /// Over `limits.max_connections_per_ip_per_minute`.
+    pub fn too_many_connections() -> Reply {
+        reply(421, (4, 7, 0), "Too many connections from your address in the last minute; try again in a minute")
+    }
     pub fn shutting_down(host: &str) -> Reply {
         reply(421, (4, 3, 2), format!("{host} is shutting down; try again in a few minutes"))
     }

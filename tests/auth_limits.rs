@@ -106,3 +106,58 @@ async fn one_login_guessed_from_several_addresses_is_banned_everywhere() {
     let targets: Vec<(&str, &str)> = json.as_array().unwrap().iter().map(|b| (b["kind"].as_str().unwrap(), b["target"].as_str().unwrap())).collect();
     assert_eq!(targets, [("login", "bob@fabrikam.test"), ("login", "printer@fabrikam.test")]);
 }
+
+/// A connection from `source` to the STARTTLS endpoint; its first line (greeting or refusal).
+async fn connect_from(t: &TestServer, source: &str) -> (tokio::io::BufReader<tokio::net::TcpStream>, String) {
+    use tokio::io::AsyncBufReadExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(t.starttls_addr()).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.unwrap();
+    (reader, line.trim_end().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_rate_and_subnet_limits_refuse_with_421_and_are_counted() {
+    let t = TestServer::start_custom(
+        &format!("{}\n[limits]\nmax_connections_per_ip_per_minute = 3\nmax_sessions_per_subnet = 2\n", common::STANDARD_ENDPOINTS),
+        &[],
+        None,
+    )
+    .await;
+    // Three connections a minute from one address, one after the other.
+    for _ in 0..3 {
+        let (_c, greeting) = connect_from(&t, "127.0.1.1").await;
+        assert!(greeting.starts_with("220 "), "{greeting}");
+    }
+    let (_c, refused) = connect_from(&t, "127.0.1.1").await;
+    assert_eq!(refused, "421 4.7.0 Too many connections from your address in the last minute; try again in a minute");
+    let (_c, other) = connect_from(&t, "127.0.2.1").await;
+    assert!(other.starts_with("220 "), "another address is served: {other}");
+
+    // Two sessions at once from one /24, held open; the third address of it is refused.
+    let (a, ga) = connect_from(&t, "127.0.3.1").await;
+    let (_b, gb) = connect_from(&t, "127.0.3.2").await;
+    assert!(ga.starts_with("220 ") && gb.starts_with("220 "));
+    let (_c, refused) = connect_from(&t, "127.0.3.3").await;
+    assert!(refused.starts_with("421 4.3.2 Too many concurrent sessions"), "{refused}");
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_c, g) = connect_from(&t, "127.0.3.4").await;
+        if g.starts_with("220 ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the subnet's place is not freed: {g}");
+    }
+    let metrics = t.server().metrics().render();
+    // The two refusals above, and any of the retries made while the freed place was noticed.
+    let throttled: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("mailgate_sessions_total{") && l.contains("outcome=\"throttled\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(throttled >= 2, "{metrics}");
+}

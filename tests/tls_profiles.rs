@@ -580,7 +580,8 @@ fn testssl_sees_only_forward_secret_aead_suites_at_tls12_on_the_standard_endpoin
         std::fs::create_dir(&base).unwrap();
         drop(demo(&base));
         let mut config = base.join("demo/mailgate.toml");
-        let text = std::fs::read_to_string(&config).unwrap() + "\n[limits]\ncommand_timeout = 5\n";
+        let text = std::fs::read_to_string(&config).unwrap().replacen("\n[limits]\n", "\n[limits]\ncommand_timeout = 5\n", 1);
+        assert!(text.contains("command_timeout = 5"), "the demo's configuration has a [limits] table");
         std::fs::write(&config, text).unwrap();
         if let Some(mode) = legacy_tls {
             for name in ["standard-starttls", "standard-implicit"] {

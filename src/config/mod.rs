@@ -282,6 +282,10 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Concurrent SMTP sessions from one client IP address.
     pub max_sessions_per_ip: usize,
+    /// Concurrent SMTP sessions from one /24 (IPv4) or /48 (IPv6).
+    pub max_sessions_per_subnet: usize,
+    /// New connections from one address within a minute (0: no limit).
+    pub max_connections_per_ip_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -298,6 +302,8 @@ impl Default for Limits {
             max_errors: 10,
             max_sessions: 1000,
             max_sessions_per_ip: 100,
+            max_sessions_per_subnet: 400,
+            max_connections_per_ip_per_minute: 600,
         }
     }
 }
@@ -771,7 +777,7 @@ impl Validator<'_> {
     }
 
     fn limits(&self, l: &Limits) -> Result<(), ConfigError> {
-        let checks: [(&str, bool, &str); 14] = [
+        let checks: [(&str, bool, &str); 15] = [
             ("limits.session_timeout", l.session_timeout <= 7 * 86_400, "must be at most 604800 (a week)"),
             ("limits.command_timeout", l.command_timeout <= 86_400 && l.data_timeout <= 86_400 && l.tls_handshake_timeout <= 3600 && l.tls_hello_timeout <= 3600, "timeouts must be at most a day (handshake and hello: an hour)"),
             ("limits.max_sessions", l.max_sessions <= 1_000_000, "must be at most 1000000"),
@@ -786,6 +792,7 @@ impl Validator<'_> {
             ("limits.max_errors", l.max_errors >= 1, "must be at least 1"),
             ("limits.max_sessions", l.max_sessions >= 1, "must be at least 1"),
             ("limits.max_sessions_per_ip", l.max_sessions_per_ip >= 1, "must be at least 1"),
+            ("limits.max_sessions_per_subnet", l.max_sessions_per_subnet >= 1, "must be at least 1"),
         ];
         for (key, ok, problem) in checks {
             if !ok {

@@ -41,12 +41,14 @@ pub enum Outcome {
     AuthFailed,
     /// Refused at AUTH by a ban (`[auth_limits]`, `mailgate ban`).
     Banned,
+    /// Refused at connection by a limit (sessions per address or subnet, connections a minute).
+    Throttled,
     /// Anything else: no message sent, handshake failed, no usable ClientHello.
     Other,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Delivered,
         Outcome::Explained421,
         Outcome::DeferredBySchedule,
@@ -59,6 +61,7 @@ impl Outcome {
         Outcome::Vetoed,
         Outcome::AuthFailed,
         Outcome::Banned,
+        Outcome::Throttled,
         Outcome::Other,
     ];
 
@@ -76,6 +79,7 @@ impl Outcome {
             Outcome::Vetoed => "vetoed",
             Outcome::AuthFailed => "auth_failed",
             Outcome::Banned => "banned",
+            Outcome::Throttled => "throttled",
             Outcome::Other => "other",
         }
     }
