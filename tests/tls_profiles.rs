@@ -667,3 +667,34 @@ fn both_stacks_offer_exactly_x25519_p256_and_p384() {
         }
     }
 }
+
+/// The legacy endpoint seen by testssl.sh: exactly TLS 1.0 to 1.3 (no SSL), each with the
+/// suites docs/legacy-tls.md documents, and no finding worse than the CBC ones it names
+/// (BEAST, LUCKY13).
+#[test]
+fn testssl_sees_exactly_the_documented_protocols_and_suites_on_the_legacy_endpoint() {
+    let _turn = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let server = demo(dir.path());
+    let f = testssl(dir.path(), server.port("legacy-implicit"), false, "legacy-implicit");
+    let name = "legacy-implicit";
+    for id in ["SSLv2", "SSLv3"] {
+        assert!(finding(&f, id, name).starts_with("not offered"), "testssl {name}: {id}: {}", finding(&f, id, name));
+    }
+    for id in ["TLS1", "TLS1_1", "TLS1_2", "TLS1_3"] {
+        assert!(finding(&f, id, name).starts_with("offered"), "testssl {name}: {id}: {}", finding(&f, id, name));
+    }
+    for (proto, suites) in [("tls1", LEGACY_10), ("tls1_1", LEGACY_10), ("tls1_2", LEGACY_12), ("tls1_3", TLS13)] {
+        assert_eq!(testssl_suites(&f, proto), set(suites), "testssl {name}: {proto} suites");
+    }
+    for id in ["heartbleed", "CCS", "ROBOT", "secure_renego", "secure_client_renego", "CRIME_TLS", "POODLE_SSL", "SWEET32", "FREAK", "LOGJAM", "RC4"] {
+        let x = f.iter().find(|x| x["id"] == id).unwrap_or_else(|| panic!("testssl {name}: no {id}"));
+        assert_eq!(x["severity"], "OK", "testssl {name}: {x}");
+    }
+    let vulnerable: Vec<String> = f
+        .iter()
+        .filter(|x| x["finding"].as_str().is_some_and(|t| t.contains("VULNERABLE")))
+        .map(|x| format!("{}: {}", x["id"], x["finding"]))
+        .collect();
+    assert!(vulnerable.iter().all(|v| v.starts_with("\"BEAST\"") || v.starts_with("\"LUCKY13\"")), "testssl {name}: {vulnerable:#?}");
+}
