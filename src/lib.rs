@@ -17,6 +17,7 @@ pub mod demo;
 pub mod directory;
 pub mod dsn;
 pub mod durable;
+pub mod fuzzing;
 pub mod guard;
 pub mod listener;
 pub mod metrics;
