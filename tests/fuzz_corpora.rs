@@ -42,6 +42,12 @@ fn config_corpus() {
     replay("config", mailgate::fuzzing::config);
 }
 
+#[test]
+fn session_corpus() {
+    replay("session", mailgate::fuzzing::session);
+    let _ = std::fs::remove_dir_all(mailgate::fuzzing::session_harness_dir());
+}
+
 /// The seeds Mailgate's own writers make are in the corpora (`fuzz/seeds.sh` writes them:
 /// it runs this test with MAILGATE_WRITE_SEEDS=1).
 #[test]

@@ -349,6 +349,12 @@ impl LookupCache {
 /// A stored hash used to spend the same time on unknown users as on known ones.
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
+/// Sets the hash verified for unknown users before any is made (the fuzz harness gives a
+/// cheap one; verification takes its cost from the hash). Later calls change nothing.
+pub(crate) fn preset_dummy_hash(phc: String) {
+    let _ = DUMMY_HASH.set(phc);
+}
+
 /// The directory: its store and its caches.
 #[derive(Clone)]
 pub struct Directory {
@@ -515,6 +521,12 @@ impl Directory {
             ))
         })?;
         let password_hash = hash_blocking(password.to_string()).await?;
+        self.add_user_with_hash(address, tenant, password_hash, smtp_auth).await
+    }
+
+    /// Stores a user whose password is already hashed (PHC string; `add_user` hashes with
+    /// the default argon2id cost, the fuzz harness with a cheap one).
+    pub(crate) async fn add_user_with_hash(&self, address: String, tenant: String, password_hash: String, smtp_auth: bool) -> Result<User> {
         let user = self.store.add_user(&self.stamp(), &NewUser { address, tenant, password_hash, smtp_auth }).await?;
         self.note_change();
         Ok(user)
