@@ -13,7 +13,7 @@
 //! §4.2). On shutdown, sessions waiting for a command get `421 4.3.2`; a message being
 //! received is allowed to finish first.
 
-use crate::config::{Endpoint, TlsMode};
+use crate::config::{Endpoint, Pregreet, TlsMode};
 use crate::policy::{self, HelloVerdict, SessionVerdict};
 use crate::reply::Reply;
 use crate::session::{ConnectionInfo, Flow, Session, SessionContext, SessionUsage};
@@ -350,6 +350,10 @@ impl Connection {
         &self.shared.ctx.config.limits
     }
 
+    fn greet_wait(&self) -> Duration {
+        Duration::from_secs(self.limits().greet_wait)
+    }
+
     /// Serves the connection, then records its usage event (whatever way it ended).
     async fn run(mut self, stream: TcpStream) {
         let config = &self.shared.ctx.config;
@@ -584,6 +588,11 @@ impl Connection {
         let mut input: Vec<u8> = Vec::new();
         let mut out: Vec<u8> = Vec::new();
         if greet {
+            if self.limits().pregreet == Pregreet::Refuse && talked_first(&mut stream, &mut input, self.greet_wait()).await {
+                tracing::info!(bytes = input.len(), "client sent data before the greeting; refused");
+                session.cut(Outcome::Pregreet);
+                return close_with(stream, Reply::pregreet()).await;
+            }
             session.greeting().write_to(&mut out);
             if write_out(&mut stream, &mut out).await.is_err() {
                 return DriveEnd::Closed;
@@ -592,14 +601,22 @@ impl Connection {
         // One timer for the session's deadline, not one per read.
         let session_deadline = tokio::time::sleep_until(deadline);
         tokio::pin!(session_deadline);
+        let mut content = ContentPace::default();
         loop {
             let in_message = session.in_message();
             if input.capacity() - input.len() < READ_CHUNK {
                 input.reserve(READ_CHUNK);
             }
             let progress_due = self.progress.pending_since.map(|t| t + PROGRESS_DELAY);
+            let pace_due = content.deadline(in_message, self.limits());
             let read = tokio::select! {
                 r = tokio::time::timeout(session.read_timeout(), stream.read_buf(&mut input)) => r,
+                _ = tokio::time::sleep_until(pace_due.unwrap_or_else(Instant::now)), if pace_due.is_some() => {
+                    let rate = self.limits().min_data_rate;
+                    tracing::info!(bytes = content.bytes, rate, "message content below the minimum rate; closed, nothing queued");
+                    session.cut(Outcome::TooSlow);
+                    return close_with(stream, Reply::data_too_slow(&host, rate)).await;
+                }
                 _ = tokio::time::sleep_until(progress_due.unwrap_or_else(Instant::now)), if progress_due.is_some() => {
                     self.note_progress(session, true);
                     continue;
@@ -628,6 +645,9 @@ impl Connection {
                 }
                 Ok(Ok(n)) => n,
             };
+            if in_message {
+                content.bytes += n as u64;
+            }
             tracing::trace!(bytes = n, "read");
             let flow = session.ingest(&mut input, &mut out).await;
             self.note_progress(session, false);
@@ -648,6 +668,45 @@ impl Connection {
                 return DriveEnd::StartTls(stream);
             }
         }
+    }
+}
+
+/// RFC 5321 §3.1: the client waits for the 220 greeting. Watches for input for `wait`
+/// (zero: takes only what has already arrived, without waiting); true when the client
+/// talked first. What it read stays in `input`.
+async fn talked_first<S: AsyncRead + Unpin>(stream: &mut S, input: &mut Vec<u8>, wait: Duration) -> bool {
+    let read = if wait.is_zero() {
+        tokio::select! {
+            biased;
+            r = stream.read_buf(input) => Some(r),
+            _ = std::future::ready(()) => None,
+        }
+    } else {
+        tokio::time::timeout(wait, stream.read_buf(input)).await.ok()
+    };
+    matches!(read, Some(Ok(n)) if n > 0)
+}
+
+/// The pace of the message content being received: like Postfix's `smtpd_min_data_rate`,
+/// content may take `data_timeout` plus one second per `min_data_rate` octets received,
+/// so a client trickling a byte just inside each read timeout is still cut.
+#[derive(Default)]
+struct ContentPace {
+    started: Option<Instant>,
+    bytes: u64,
+}
+
+impl ContentPace {
+    /// When the content now being received is overdue; `None` outside content or with no
+    /// minimum rate. Starts counting at the first read of a message (or BDAT chunk).
+    fn deadline(&mut self, in_message: bool, limits: &crate::config::Limits) -> Option<Instant> {
+        if !in_message || limits.min_data_rate == 0 {
+            *self = ContentPace::default();
+            return None;
+        }
+        let started = *self.started.get_or_insert_with(Instant::now);
+        let allowed = Duration::from_secs(limits.data_timeout) + Duration::from_secs_f64(self.bytes as f64 / limits.min_data_rate as f64);
+        Some(started + allowed)
     }
 }
 
@@ -821,6 +880,43 @@ mod tests {
         fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Pin::new(&mut self.inner).poll_shutdown(cx)
         }
+    }
+
+    #[tokio::test]
+    async fn pregreet_is_what_arrived_before_the_greeting_or_within_the_wait() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut input = Vec::new();
+        // Nothing sent: no wait answers at once, a wait runs out.
+        assert!(!talked_first(&mut server, &mut input, Duration::ZERO).await);
+        assert!(!talked_first(&mut server, &mut input, Duration::from_millis(50)).await);
+        client.write_all(b"EHLO bot\r\n").await.unwrap();
+        assert!(talked_first(&mut server, &mut input, Duration::ZERO).await);
+        assert_eq!(input, b"EHLO bot\r\n", "what was read stays for the session");
+        // Sent during the wait.
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let mut input = Vec::new();
+        let late = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            client.write_all(b"EHLO").await.unwrap();
+            client
+        });
+        assert!(talked_first(&mut server, &mut input, Duration::from_secs(30)).await);
+        drop(late.await);
+    }
+
+    #[test]
+    fn content_may_take_the_data_timeout_plus_a_second_per_min_rate_octets() {
+        let limits = crate::config::Limits { data_timeout: 10, min_data_rate: 500, ..Default::default() };
+        let mut pace = ContentPace::default();
+        assert_eq!(pace.deadline(false, &limits), None);
+        let first = pace.deadline(true, &limits).unwrap();
+        pace.bytes = 5000;
+        assert_eq!(pace.deadline(true, &limits).unwrap() - first, Duration::from_secs(10));
+        // The message ended: the next one starts from nothing.
+        assert_eq!(pace.deadline(false, &limits), None);
+        assert_eq!(pace.bytes, 0);
+        let none = crate::config::Limits { min_data_rate: 0, ..limits };
+        assert_eq!(pace.deadline(true, &none), None);
     }
 
     #[tokio::test]

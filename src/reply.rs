@@ -99,6 +99,15 @@ impl Reply {
     pub fn too_many_errors() -> Reply {
         reply(421, (4, 7, 0), "Too many errors in this session; closing connection")
     }
+    /// `[limits] pregreet = "refuse"`: RFC 5321 §3.1, the client waits for the greeting;
+    /// 554 is the greeting that refuses a connection (§4.3.1), as Postfix's postscreen does.
+    pub fn pregreet() -> Reply {
+        reply(554, (5, 5, 1), "Protocol error: your client sent data before the 220 greeting; an SMTP client must wait for it (RFC 5321 section 3.1)")
+    }
+    /// Message content below `[limits] min_data_rate`: nothing of the message is queued.
+    pub fn data_too_slow(host: &str, rate: u64) -> Reply {
+        reply(421, (4, 4, 2), format!("{host} message content arrived slower than {rate} octets a second; closing connection, the message was not queued"))
+    }
     pub fn session_too_long() -> Reply {
         reply(421, (4, 4, 2), "Session exceeded its maximum duration; closing connection")
     }

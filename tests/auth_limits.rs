@@ -1,5 +1,7 @@
-//! Failed-AUTH limits and bans (`[auth_limits]`, `mailgate ban`) driven by real clients:
-//! Python's smtplib guessing from several 127.0.0.x addresses, swaks, and the CLI binary.
+//! Limits on clients, driven by real clients: failed-AUTH limits and bans (`[auth_limits]`,
+//! `mailgate ban`: Python's smtplib guessing from several 127.0.0.x addresses, swaks, the CLI
+//! binary), connections per address and subnet, talking before the greeting, and message
+//! content trickled below `[limits] min_data_rate`.
 
 mod common;
 
@@ -160,4 +162,120 @@ async fn connection_rate_and_subnet_limits_refuse_with_421_and_are_counted() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0);
     assert!(throttled >= 2, "{metrics}");
+}
+
+/// The value of the `mailgate_sessions_total` line with `outcome`, summed over endpoints.
+fn sessions_with_outcome(t: &TestServer, outcome: &str) -> u64 {
+    let metrics = t.server().metrics().render();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("mailgate_sessions_total{") && l.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Sends one message with Python's smtplib over STARTTLS; its output must say nothing refused.
+async fn smtplib_send(t: &TestServer, file: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtplib_send.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["starttls", "localhost", &t.starttls_addr().port().to_string()])
+        .arg(&t.cert_path)
+        .args(["alice@contoso.test", password("alice@contoso.test"), "alice@contoso.test", "scanner@contoso.test"])
+        .arg(file)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "smtplib: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused: {}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_talks_before_the_greeting_is_refused_and_one_that_waits_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestServer::start_custom(
+        &format!("{}\n[limits]\ngreet_wait = 2\nmax_connections_per_ip_per_minute = 0\n", common::STANDARD_ENDPOINTS),
+        &["alice@contoso.test", "scanner@contoso.test"],
+        None,
+    )
+    .await;
+    // A bot pipelines its EHLO with the connection: inside the 2 s the greeting waits.
+    let mut bot = tokio::net::TcpStream::connect(t.starttls_addr()).await.unwrap();
+    bot.write_all(b"EHLO bot\r\nMAIL FROM:<x@y.test>\r\n").await.unwrap();
+    let mut reply = String::new();
+    bot.read_to_string(&mut reply).await.unwrap();
+    assert_eq!(reply, "554 5.5.1 Protocol error: your client sent data before the 220 greeting; an SMTP client must wait for it (RFC 5321 section 3.1)\r\n");
+    // smtplib waits for the greeting (held back 2 s) and is served.
+    let file = t.dir.path().join("msg.eml");
+    std::fs::write(&file, b"Subject: waits\r\n\r\nfor the greeting\r\n").unwrap();
+    smtplib_send(&t, &file).await;
+    assert_eq!(t.wait_for_mail("scanner@contoso.test", 1).await.len(), 1);
+    assert_eq!(sessions_with_outcome(&t, "pregreet"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pregreet_allow_serves_a_client_that_talks_first() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    // `pregreet = "allow"`: a device that talks first is served, its early command answered.
+    let t = TestServer::start_custom(
+        &format!("{}\n[limits]\ngreet_wait = 1\npregreet = \"allow\"\n", common::STANDARD_ENDPOINTS),
+        &[],
+        None,
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(t.starttls_addr()).await.unwrap();
+    let mut c = tokio::io::BufReader::new(stream);
+    c.get_mut().write_all(b"EHLO early\r\n").await.unwrap();
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        c.read_line(&mut line).await.unwrap();
+        let last = line.as_bytes().get(3) == Some(&b' ') && line.starts_with("250");
+        lines.push(line);
+        if last {
+            break;
+        }
+    }
+    assert!(lines[0].starts_with("220 mx.test ESMTP"), "{lines:?}");
+    assert!(lines[1].starts_with("250-mx.test Hello early"), "{lines:?}");
+    assert_eq!(sessions_with_outcome(&t, "pregreet"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_trickled_below_the_minimum_rate_is_cut_and_nothing_is_queued() {
+    use common::Raw;
+    let t = TestServer::start_custom(
+        &format!("{}\n[limits]\ndata_timeout = 2\nmin_data_rate = 1000\n", common::STANDARD_ENDPOINTS),
+        &["alice@contoso.test", "scanner@contoso.test"],
+        None,
+    )
+    .await;
+    // A fast client under the same limits: 300 KB in one go is well above 1000 octets a second.
+    let file = t.dir.path().join("big.eml");
+    let mut big = b"Subject: big\r\n\r\n".to_vec();
+    for i in 0..5000 {
+        big.extend_from_slice(format!("line {i:05} of a message that arrives quickly, as any real client sends\r\n").as_bytes());
+    }
+    std::fs::write(&file, &big).unwrap();
+    smtplib_send(&t, &file).await;
+    assert_eq!(t.wait_for_mail("scanner@contoso.test", 1).await.len(), 1);
+
+    // A slowloris: each byte well inside the 2 s read timeout, the whole far below the rate.
+    let mut c = Raw::logged_in(t.starttls_addr(), &t.cert_pem, "alice@contoso.test").await;
+    assert_eq!(c.cmd("MAIL FROM:<alice@contoso.test>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<scanner@contoso.test>").await.0, 250);
+    assert_eq!(c.cmd("DATA").await.0, 354);
+    let started = std::time::Instant::now();
+    let reply = loop {
+        c.send_lenient(b"x").await;
+        if let Some(r) = c.reply_within(std::time::Duration::from_millis(500)).await {
+            break r;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "never cut");
+    };
+    assert_eq!(reply, (421, "421 4.4.2 mx.test message content arrived slower than 1000 octets a second; closing connection, the message was not queued\r\n".to_string()));
+    assert!(c.closed().await);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "cut before data_timeout");
+    assert_eq!(t.wait_for_mail("scanner@contoso.test", 1).await.len(), 1, "the trickled message must not be delivered");
+    assert_eq!(sessions_with_outcome(&t, "too_slow"), 1);
 }

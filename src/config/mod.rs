@@ -286,6 +286,23 @@ pub struct Limits {
     pub max_sessions_per_subnet: usize,
     /// New connections from one address within a minute (0: no limit).
     pub max_connections_per_ip_per_minute: u32,
+    /// Seconds to hold the 220 greeting back, watching for a client that talks first
+    /// (0: only what arrived before the greeting is sent is seen).
+    pub greet_wait: u64,
+    /// What to do with a client that sends before the greeting (RFC 5321 §3.1: it waits).
+    pub pregreet: Pregreet,
+    /// Octets per second message content must average, after `data_timeout` (0: none).
+    pub min_data_rate: u64,
+}
+
+/// `[limits] pregreet`: a client that talks before the 220 greeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pregreet {
+    /// Answer `554 5.5.1` and close (the default; what Postfix's postscreen enforces).
+    Refuse,
+    /// Serve it anyway (for a device known to talk first).
+    Allow,
 }
 
 impl Default for Limits {
@@ -304,6 +321,9 @@ impl Default for Limits {
             max_sessions_per_ip: 100,
             max_sessions_per_subnet: 400,
             max_connections_per_ip_per_minute: 600,
+            greet_wait: 0,
+            pregreet: Pregreet::Refuse,
+            min_data_rate: 500,
         }
     }
 }
@@ -777,7 +797,8 @@ impl Validator<'_> {
     }
 
     fn limits(&self, l: &Limits) -> Result<(), ConfigError> {
-        let checks: [(&str, bool, &str); 15] = [
+        let checks: [(&str, bool, &str); 16] = [
+            ("limits.greet_wait", l.greet_wait <= 30, "must be at most 30 seconds (clients give up on a greeting after a few minutes, RFC 5321 §4.5.3.2.1, and every waiting connection holds a slot)"),
             ("limits.session_timeout", l.session_timeout <= 7 * 86_400, "must be at most 604800 (a week)"),
             ("limits.command_timeout", l.command_timeout <= 86_400 && l.data_timeout <= 86_400 && l.tls_handshake_timeout <= 3600 && l.tls_hello_timeout <= 3600, "timeouts must be at most a day (handshake and hello: an hour)"),
             ("limits.max_sessions", l.max_sessions <= 1_000_000, "must be at most 1000000"),

@@ -193,6 +193,14 @@ impl Session {
         self.reset_transaction();
     }
 
+    /// The driver cut the connection for a protocol reason (`pregreet`, `too_slow`): any
+    /// message being received is dropped, and the reason is the session's outcome unless
+    /// a message was accepted before.
+    pub fn cut(&mut self, outcome: crate::usage::Outcome) {
+        self.abort();
+        self.usage.refusal = Some(outcome);
+    }
+
     /// Ends the transaction; an unfinished message is discarded.
     fn reset_transaction(&mut self) {
         self.tx = None;

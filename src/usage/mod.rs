@@ -43,12 +43,16 @@ pub enum Outcome {
     Banned,
     /// Refused at connection by a limit (sessions per address or subnet, connections a minute).
     Throttled,
+    /// Cut for talking before the 220 greeting (`[limits] pregreet`).
+    Pregreet,
+    /// Cut for sending message content below `[limits] min_data_rate`.
+    TooSlow,
     /// Anything else: no message sent, handshake failed, no usable ClientHello.
     Other,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 16] = [
         Outcome::Delivered,
         Outcome::Explained421,
         Outcome::DeferredBySchedule,
@@ -62,6 +66,8 @@ impl Outcome {
         Outcome::AuthFailed,
         Outcome::Banned,
         Outcome::Throttled,
+        Outcome::Pregreet,
+        Outcome::TooSlow,
         Outcome::Other,
     ];
 
@@ -80,6 +86,8 @@ impl Outcome {
             Outcome::AuthFailed => "auth_failed",
             Outcome::Banned => "banned",
             Outcome::Throttled => "throttled",
+            Outcome::Pregreet => "pregreet",
+            Outcome::TooSlow => "too_slow",
             Outcome::Other => "other",
         }
     }

@@ -410,6 +410,11 @@ impl Raw {
         }
     }
 
+    /// A reply if one arrives within `wait`; `None` when the server stays silent that long.
+    pub async fn reply_within(&mut self, wait: Duration) -> Option<(u16, String)> {
+        tokio::time::timeout(wait, self.reply()).await.ok()
+    }
+
     /// True when the server has closed the connection (after any buffered replies).
     pub async fn closed(&mut self) -> bool {
         self.buf.is_empty() && self.read_more().await == 0
